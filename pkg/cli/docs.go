@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
+
+	"github.com/nixmox/nixmox/pkg/manifest"
+)
+
+// Docs returns the generated documentation files, by path relative to the
+// docs directory: cli/*.md from the commands' help, manifest.md and
+// manifest.schema.json.
+func Docs() (map[string][]byte, error) {
+	files := map[string][]byte{}
+	ios, _, _, _ := Test()
+	root := NewRootCmd(NewFactory(ios))
+	root.DisableAutoGenTag = true
+	var walk func(*cobra.Command) error
+	walk = func(c *cobra.Command) error {
+		if !c.IsAvailableCommand() && c != root || c.Name() == "help" {
+			return nil
+		}
+		c.DisableAutoGenTag = true
+		var buf bytes.Buffer
+		if err := doc.GenMarkdownCustom(c, &buf, func(name string) string { return name }); err != nil {
+			return err
+		}
+		files[filepath.Join("cli", strings.ReplaceAll(c.CommandPath(), " ", "_")+".md")] = buf.Bytes()
+		for _, sub := range c.Commands() {
+			if err := walk(sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return nil, err
+	}
+	ref, err := manifest.Reference()
+	if err != nil {
+		return nil, err
+	}
+	files["manifest.md"] = ref
+	schema, err := manifest.JSONSchema()
+	if err != nil {
+		return nil, err
+	}
+	files["manifest.schema.json"] = append(schema, '\n')
+	return files, nil
+}
+
+// WriteDocs writes Docs under dir, each file atomically (a temporary file
+// renamed into place), and removes stale files from dir/cli.
+func WriteDocs(dir string) error {
+	files, err := Docs()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cli"), 0o755); err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "cli", "*.md"))
+	for _, f := range old {
+		rel, _ := filepath.Rel(dir, f)
+		if _, keep := files[rel]; !keep {
+			if err := os.Remove(f); err != nil {
+				return err
+			}
+		}
+	}
+	for rel, data := range files {
+		if err := writeFileAtomic(filepath.Join(dir, rel), data); err != nil {
+			return fmt.Errorf("writing %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames
+// it over path, so a reader never sees a half-written file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

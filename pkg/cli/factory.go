@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/nixmox/nixmox/pkg/graph"
+	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/nix"
+)
+
+// Factory gives commands what they need, lazily: nothing is loaded or
+// dialled until a command asks for it, and then only once.
+type Factory struct {
+	IO *IOStreams
+	// ManifestPath is the -f flag; "" looks for the default files.
+	ManifestPath string
+	// Dir is where default manifests are looked for; "" is the working
+	// directory.
+	Dir string
+	// Loader reads manifests; tests may swap its Nix runner.
+	Loader manifest.Loader
+	// Logger logs to IO.ErrOut at the --log-level.
+	Logger hclog.Logger
+
+	once  sync.Once
+	graph *graph.Graph
+	err   error
+}
+
+// NewFactory returns a factory writing to ios.
+func NewFactory(ios *IOStreams) *Factory {
+	return &Factory{IO: ios, Logger: hclog.NewNullLogger()}
+}
+
+// Graph loads the manifest, validates it and builds its dependency graph.
+// Every problem the manifest and the graph find is in one
+// *manifest.ValidationError. The result is cached.
+func (f *Factory) Graph(ctx context.Context) (*graph.Graph, error) {
+	f.once.Do(func() { f.graph, f.err = f.load(ctx) })
+	return f.graph, f.err
+}
+
+func (f *Factory) load(ctx context.Context) (*graph.Graph, error) {
+	path := f.ManifestPath
+	if path == "" {
+		dir := f.Dir
+		if dir == "" {
+			dir = "."
+		}
+		var err error
+		if path, err = manifest.Find(dir); err != nil {
+			return nil, err
+		}
+		path = strings.TrimPrefix(path, "./")
+	}
+	start := time.Now()
+	m, err := f.Loader.Load(ctx, path)
+	if m == nil {
+		return nil, err
+	}
+	f.Logger.Debug("manifest loaded", "file", path, "services", len(m.Enabled()), "duration", time.Since(start))
+	g, gerr := graph.New(m)
+	if err := manifest.Join(path, err, gerr); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// newLogger returns the CLI's logger: go-hclog on stderr at level.
+func newLogger(ios *IOStreams, level string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "nixmox",
+		Level:  hclog.LevelFromString(level),
+		Output: ios.ErrOut,
+	})
+}
+
+// nixRunner honours NIXMOX_NIX_TIMEOUT (a Go duration) for evaluations.
+func nixRunner() nix.Runner {
+	var r nix.Runner
+	if d, err := time.ParseDuration(os.Getenv("NIXMOX_NIX_TIMEOUT")); err == nil && d > 0 {
+		r.EvalTimeout = d
+	}
+	return r
+}

@@ -1,0 +1,921 @@
+package manifest
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// The patterns below keep every name that ends up in a generated file, a
+// shell command line or a Terraform address within a small, safe alphabet.
+// That is the first line of defence against injection; generators quote as
+// well.
+var (
+	serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsLabelRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	identRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,62}$`)
+	tfIdentRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+	tfAddressRE   = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]"]+$`)
+	unixUserRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	tagRE         = regexp.MustCompile(`^[a-z0-9][a-z0-9_.+-]{0,63}$`)
+	bridgeRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	clientIDRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,255}$`)
+	scopeRE       = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,255}$`)
+	claimRE       = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+	routePathRE   = regexp.MustCompile(`^/[A-Za-z0-9._~%/-]*$`)
+	headerNameRE  = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
+	baseDNRE      = regexp.MustCompile(`^[A-Za-z]+=[A-Za-z0-9 _.-]+(,[A-Za-z]+=[A-Za-z0-9 _.-]+)*$`)
+	sshKeyRE      = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$`)
+)
+
+// Dependency is one edge of the dependency graph: the service needs Service
+// to be healthy first.
+type Dependency struct {
+	// Service is the name of the service depended on.
+	Service string
+	// Reasons say why, first the explicit one: "depends_on", "auth
+	// provider", "database host", "forward_auth upstream", "reverse proxy".
+	Reasons []string
+	// Path is the manifest field the first reason comes from.
+	Path string
+}
+
+// Has reports whether reason is among the dependency's reasons.
+func (d Dependency) Has(reason string) bool { return contains(d.Reasons, reason) }
+
+// String is "name (reason, reason)".
+func (d Dependency) String() string {
+	return fmt.Sprintf("%s (%s)", d.Service, strings.Join(d.Reasons, ", "))
+}
+
+// validator holds what the checks share.
+type validator struct {
+	m       *Manifest
+	diags   Diagnostics
+	cidr    netip.Prefix
+	byName  map[string]*Service // enabled services
+	all     map[string]*Service // every defined service, enabled or not
+	byIP    map[string]*Service
+	byHost  map[string]*Service
+	names   []string // every defined service name, for suggestions
+	dbHosts []*Service
+}
+
+func (m *Manifest) validate() Diagnostics {
+	v := &validator{
+		m:      m,
+		byName: map[string]*Service{},
+		all:    map[string]*Service{},
+		byIP:   map[string]*Service{},
+		byHost: map[string]*Service{},
+	}
+	v.network()
+	v.collect()
+	v.globals()
+	enabled := m.Enabled()
+	for _, s := range enabled {
+		v.service(s)
+	}
+	v.duplicates(enabled)
+	for _, s := range enabled {
+		v.dependencies(s)
+	}
+	v.phases()
+	return v.diags
+}
+
+// Enabled returns the enabled services, core and others, sorted by name.
+func (m *Manifest) Enabled() []*Service {
+	if m.enabled != nil {
+		return m.enabled
+	}
+	var out []*Service
+	for _, sec := range []map[string]*Service{m.CoreServices, m.Services} {
+		for _, s := range sec {
+			if s != nil && s.Enable {
+				out = append(out, s)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Core // a name in both sections: the core one first
+	})
+	m.enabled = out
+	return out
+}
+
+// Service returns the enabled service called name, or nil.
+func (m *Manifest) Service(name string) *Service {
+	for _, s := range m.Enabled() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Path returns the manifest path of the service, e.g. services.vaultwarden.
+func (s *Service) Path() Path {
+	if s.Core {
+		return Path{"core_services", s.Name}
+	}
+	return Path{"services", s.Name}
+}
+
+// Dependencies returns the services s needs, explicit (depends_on) and
+// implicit, sorted by name; each name appears once, with the first reason
+// found. It is filled in by validation.
+func (s *Service) Dependencies() []Dependency { return s.deps }
+
+func (v *validator) network() {
+	n := &v.m.Network
+	p := Path{"network"}
+	if n.NetworkCIDR == "" {
+		v.diags.Addf(p.Key("network_cidr"), "is required")
+	} else if pfx, err := netip.ParsePrefix(n.NetworkCIDR); err != nil || !pfx.Addr().Is4() {
+		v.diags.Addf(p.Key("network_cidr"), "%q is not an IPv4 network in CIDR notation (e.g. 10.40.0.0/24)", n.NetworkCIDR)
+	} else if pfx.Masked() != pfx {
+		v.diags.Addf(p.Key("network_cidr"), "%q has host bits set; did you mean %q?", n.NetworkCIDR, pfx.Masked().String())
+	} else {
+		v.cidr = pfx
+	}
+	v.ipInNetwork(p.Key("gateway"), n.Gateway, true)
+	v.ipInNetwork(p.Key("dns_server"), n.DNSServer, true)
+	if n.Domain != "" {
+		v.dnsName(p.Key("domain"), n.Domain)
+	}
+	if n.VLANTag < 0 || n.VLANTag > 4094 {
+		v.diags.Addf(p.Key("vlan_tag"), "%d is outside 1-4094 (0 for none)", n.VLANTag)
+	}
+	if !bridgeRE.MatchString(n.Bridge) {
+		v.diags.Addf(p.Key("bridge"), "%q is not a Linux interface name", n.Bridge)
+	}
+	if !serviceNameRE.MatchString(n.ReverseProxy) {
+		v.diags.Addf(p.Key("reverse_proxy"), "%q is not a service name", n.ReverseProxy)
+	}
+	for _, user := range sortedMapKeys(n.SSHKeys) {
+		up := p.Key("ssh_keys").Key(user)
+		if !unixUserRE.MatchString(user) {
+			v.diags.Addf(up, "%q is not a valid user name", user)
+		}
+		for i, key := range n.SSHKeys[user] {
+			if !sshKeyRE.MatchString(key) {
+				v.diags.Addf(up.Index(i), "is not an SSH public key on one line (\"ssh-ed25519 AAAA... comment\")")
+			}
+		}
+	}
+	if l := n.Outposts.LDAP; l != nil && !baseDNRE.MatchString(l.BaseDN) {
+		v.diags.Addf(p.Key("outposts").Key("ldap").Key("base_dn"), "%q is not a base DN like dc=lab,dc=example", l.BaseDN)
+	}
+	if r := n.Outposts.RADIUS; r != nil {
+		for i, c := range r.ClientNetworks {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				v.diags.Addf(p.Key("outposts").Key("radius").Key("client_networks").Index(i), "%q is not a network in CIDR notation", c)
+			}
+		}
+	}
+}
+
+// ipInNetwork checks an IPv4 address and that it lies in network_cidr.
+func (v *validator) ipInNetwork(p Path, ip string, required bool) (netip.Addr, bool) {
+	if ip == "" {
+		if required {
+			v.diags.Addf(p, "is required")
+		}
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is4() {
+		v.diags.Addf(p, "%q is not an IPv4 address", ip)
+		return netip.Addr{}, false
+	}
+	if v.cidr.IsValid() {
+		if !v.cidr.Contains(a) {
+			v.diags.Addf(p, "%s is outside network.network_cidr %s", ip, v.cidr)
+			return a, false
+		}
+		if a == v.cidr.Addr() || (v.cidr.Bits() < 31 && a == broadcast(v.cidr)) {
+			v.diags.Addf(p, "%s is the network's own network or broadcast address", ip)
+			return a, false
+		}
+	}
+	return a, true
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n |= host
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+func (v *validator) dnsName(p Path, name string) bool {
+	if !isDNSName(name) {
+		v.diags.Addf(p, "%q is not a valid DNS name", truncate(name, 80))
+		return false
+	}
+	return true
+}
+
+// isDNSName reports whether s is a host name: dot-separated labels of
+// letters, digits and inner hyphens, at most 253 characters.
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !dnsLabelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// collect indexes the services and checks their names.
+func (v *validator) collect() {
+	for _, sec := range []struct {
+		name string
+		m    map[string]*Service
+	}{{"core_services", v.m.CoreServices}, {"services", v.m.Services}} {
+		for _, name := range sortedMapKeys(sec.m) {
+			s := sec.m[name]
+			p := Path{sec.name, name}
+			if s == nil {
+				v.diags.Addf(p, "must be a service definition, not null")
+				continue
+			}
+			if !serviceNameRE.MatchString(name) {
+				v.diags.Addf(p, "service name %q is not a DNS label (lower-case letters, digits and inner hyphens, at most 63)", truncate(name, 80))
+			}
+			if prev, dup := v.all[name]; dup {
+				v.diags.Addf(p, "service %q is also defined in %s", name, prev.Path()[0])
+				continue
+			}
+			v.all[name] = s
+			v.names = append(v.names, name)
+			if s.Enable {
+				v.byName[name] = s
+			}
+		}
+	}
+	sort.Strings(v.names)
+	// Index addresses before the per-service checks so that references
+	// (db host, forward_auth upstream) resolve whatever the order.
+	for _, s := range v.m.Enabled() {
+		if v.byName[s.Name] != s {
+			continue
+		}
+		if _, taken := v.byIP[s.IP]; !taken && s.IP != "" {
+			v.byIP[s.IP] = s
+		}
+		h := strings.ToLower(s.Hostname)
+		if _, taken := v.byHost[h]; !taken && h != "" {
+			v.byHost[h] = s
+		}
+		if s.Interface.DB != nil && s.Interface.DB.Mode == "standalone" {
+			v.dbHosts = append(v.dbHosts, s)
+		}
+	}
+}
+
+func (v *validator) globals() {
+	m := v.m
+	v.intRange(Path{"health_check_timeout"}, m.HealthCheckTimeout, 1, 86400)
+	v.intRange(Path{"retry_attempts"}, m.RetryAttempts, 0, 100)
+	v.intRange(Path{"retry_delay"}, m.RetryDelay, 0, 3600)
+}
+
+func (v *validator) intRange(p Path, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.diags.Addf(p, "%d is outside %d-%d", n, lo, hi)
+	}
+}
+
+func (v *validator) service(s *Service) {
+	if v.byName[s.Name] != s {
+		return // a duplicate name, reported by collect
+	}
+	p := s.Path()
+	v.ipInNetwork(p.Key("ip"), s.IP, true)
+	if s.IP != "" && s.IP == v.m.Network.Gateway {
+		v.diags.Addf(p.Key("ip"), "%s is the gateway's address", s.IP)
+	}
+	if s.Hostname == "" {
+		v.diags.Addf(p.Key("hostname"), "is required")
+	} else {
+		v.dnsName(p.Key("hostname"), s.Hostname)
+	}
+	if s.VMID != 0 {
+		v.intRange(p.Key("vmid"), s.VMID, 100, 999999999)
+	}
+	if strings.IndexFunc(s.Version, unicode.IsControl) >= 0 {
+		v.diags.Addf(p.Key("version"), "must not contain control characters")
+	}
+	v.intRange(p.Key("resources").Key("cores"), s.Resources.Cores, 1, 512)
+	v.intRange(p.Key("resources").Key("memory"), s.Resources.Memory, 16, 4<<20)
+	v.intRange(p.Key("resources").Key("disk_gb"), s.Resources.DiskGB, 1, 1<<16)
+	seen := map[int]bool{}
+	for i, port := range s.Ports {
+		if port < 1 || port > 65535 {
+			v.diags.Addf(p.Key("ports").Index(i), "port %d is outside 1-65535", port)
+		} else if seen[port] {
+			v.diags.Addf(p.Key("ports").Index(i), "port %d is listed twice", port)
+		}
+		seen[port] = true
+	}
+	for i, t := range s.Tags {
+		if !tagRE.MatchString(t) {
+			v.diags.Addf(p.Key("tags").Index(i), "tag %q must be lower-case letters, digits, and _ . + - inside", truncate(t, 80))
+		}
+	}
+	ip := p.Key("interface")
+	if tf := s.Interface.Terraform; tf != nil {
+		v.terraform(ip.Key("terraform"), tf)
+	}
+	if a := s.Interface.Auth; a != nil {
+		v.auth(ip.Key("auth"), s, a)
+	}
+	if db := s.Interface.DB; db != nil {
+		v.db(ip.Key("db"), s, db, "")
+	}
+	for _, key := range sortedMapKeys(s.Interface.DBs) {
+		db := s.Interface.DBs[key]
+		if db == nil {
+			v.diags.Addf(ip.Key("dbs").Key(key), "must be a database definition, not null")
+			continue
+		}
+		v.db(ip.Key("dbs").Key(key), s, db, key)
+	}
+	if px := s.Interface.Proxy; px != nil {
+		v.proxy(ip.Key("proxy"), s, px)
+	}
+	if h := s.Interface.Health; h != nil {
+		v.health(ip.Key("health"), h)
+	}
+}
+
+func (v *validator) terraform(p Path, tf *Terraform) {
+	paths := map[string]bool{}
+	for _, field := range []struct {
+		name string
+		list []string
+	}{{"modules", tf.Modules}, {"config_modules", tf.ConfigModules}} {
+		for i, mod := range field.list {
+			if !isCleanPath(mod) {
+				v.diags.Addf(p.Key(field.name).Index(i), "%q is not a usable module path", truncate(mod, 80))
+			}
+			paths[mod] = true
+		}
+	}
+	for i, mod := range tf.ApplyOrder {
+		if !paths[mod] {
+			v.diags.Addf(p.Key("apply_order").Index(i), "%q is not one of the modules%s", truncate(mod, 80), didYouMean(mod, sortedMapKeys(paths)))
+		}
+	}
+	for i, t := range tf.Targets {
+		if !tfAddressRE.MatchString(t) {
+			v.diags.Addf(p.Key("targets").Index(i), "%q is not a Terraform resource address", truncate(t, 80))
+		}
+	}
+	for _, k := range sortedMapKeys(tf.Variables) {
+		if !tfIdentRE.MatchString(k) {
+			v.diags.Addf(p.Key("variables").Key(k), "%q is not a Terraform variable name", truncate(k, 80))
+		}
+	}
+}
+
+// isCleanPath accepts file paths without control characters.
+func isCleanPath(s string) bool {
+	return s != "" && len(s) <= 4096 && strings.IndexFunc(s, unicode.IsControl) < 0
+}
+
+func (v *validator) auth(p Path, s *Service, a *Auth) {
+	if a.Type == "none" {
+		if a.OIDC != nil {
+			v.diags.Addf(p.Key("oidc"), "oidc settings are given but type is %q", a.Type)
+		}
+		return
+	}
+	v.provider(p.Key("provider"), s, a.Provider)
+	switch a.Type {
+	case "oidc":
+		if a.OIDC == nil {
+			v.diags.Addf(p.Key("oidc"), "is required when type is \"oidc\" (at least redirect_uris)")
+		} else {
+			v.oidc(p.Key("oidc"), a.OIDC)
+		}
+	case "ldap", "radius":
+		if (a.Type == "ldap" && v.m.Network.Outposts.LDAP == nil) || (a.Type == "radius" && v.m.Network.Outposts.RADIUS == nil) {
+			v.diags.Addf(p.Key("type"), "auth type %q needs network.outposts.%s", a.Type, a.Type)
+		}
+		fallthrough
+	default:
+		if a.OIDC != nil {
+			v.diags.Addf(p.Key("oidc"), "oidc settings are given but type is %q", a.Type)
+		}
+	}
+	if a.ForwardAuthUpstream != "" {
+		if host, ok := v.hostPort(p.Key("forward_auth_upstream"), a.ForwardAuthUpstream); ok {
+			if t := v.lookupHost(host); isLocal(host) {
+				// The provider's own container: no edge beyond the provider's.
+			} else if t == nil {
+				v.diags.Addf(p.Key("forward_auth_upstream"), "no enabled service has the address %q", host)
+			} else if t != s {
+				v.addDep(s, t.Name, "forward_auth upstream", p.Key("forward_auth_upstream"))
+			}
+		}
+	}
+}
+
+// provider resolves an auth provider name to an enabled core service and
+// records the edge.
+func (v *validator) provider(p Path, s *Service, name string) *Service {
+	t, ok := v.byName[name]
+	switch {
+	case !ok && v.all[name] != nil:
+		v.diags.Addf(p, "auth provider %q is disabled", name)
+	case !ok:
+		v.diags.Addf(p, "no enabled service provides auth provider %q%s", name, didYouMean(name, v.names))
+	case !t.Core:
+		v.diags.Addf(p, "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
+	case t != s:
+		v.addDep(s, name, "auth provider", p)
+	}
+	return t
+}
+
+func (v *validator) oidc(p Path, o *OIDC) {
+	if o.ClientID != "" && !clientIDRE.MatchString(o.ClientID) {
+		v.diags.Addf(p.Key("client_id"), "%q may hold only letters, digits, '.', '_' and '-'", truncate(o.ClientID, 80))
+	}
+	if len(o.RedirectURIs) == 0 {
+		v.diags.Addf(p.Key("redirect_uris"), "needs at least one redirect URI")
+	}
+	for i, u := range o.RedirectURIs {
+		if msg := checkRedirectURI(u); msg != "" {
+			v.diags.Addf(p.Key("redirect_uris").Index(i), "%q %s", truncate(u, 80), msg)
+		}
+	}
+	for i, sc := range o.Scopes {
+		if !scopeRE.MatchString(sc) {
+			v.diags.Addf(p.Key("scopes").Index(i), "%q is not a scope name", truncate(sc, 80))
+		}
+	}
+	if !claimRE.MatchString(o.UsernameClaim) {
+		v.diags.Addf(p.Key("username_claim"), "%q is not a claim name", truncate(o.UsernameClaim, 80))
+	}
+	if !claimRE.MatchString(o.GroupsClaim) {
+		v.diags.Addf(p.Key("groups_claim"), "%q is not a claim name", truncate(o.GroupsClaim, 80))
+	}
+}
+
+// checkRedirectURI returns what is wrong with an OIDC redirect URI, or "".
+func checkRedirectURI(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
+		return "contains white space or control characters"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "is not a URL"
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return "must be an absolute http:// or https:// URL"
+	}
+	if u.Host == "" || !isDNSName(u.Hostname()) && !isIP(u.Hostname()) {
+		return "has no valid host"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "has a port outside 1-65535"
+		}
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return "must not have a fragment (#...)"
+	}
+	if u.User != nil {
+		return "must not contain user information"
+	}
+	return ""
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// hostPort checks "host:port" and returns the host.
+func (v *validator) hostPort(p Path, s string) (string, bool) {
+	host, _, problem := splitHostPort(s)
+	if problem != "" {
+		v.diags.Addf(p, "%q %s", truncate(s, 80), problem)
+		return "", false
+	}
+	return host, true
+}
+
+// splitHostPort parses host:port, where host is localhost, an IPv4 address
+// or a DNS name and port is 1-65535.
+func splitHostPort(s string) (host string, port int, problem string) {
+	h, ps, ok := strings.Cut(s, ":")
+	if !ok || strings.Contains(ps, ":") {
+		return "", 0, "is not host:port"
+	}
+	if !isDNSName(h) && !isIP(h) {
+		return "", 0, "has no valid host"
+	}
+	n, err := strconv.Atoi(ps)
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != ps {
+		return "", 0, "has a port outside 1-65535"
+	}
+	return h, n, ""
+}
+
+// lookupHost finds the enabled service with the given IP, hostname or name.
+func (v *validator) lookupHost(host string) *Service {
+	if s, ok := v.byIP[host]; ok {
+		return s
+	}
+	if s, ok := v.byHost[strings.ToLower(host)]; ok {
+		return s
+	}
+	return v.byName[host]
+}
+
+func isLocal(host string) bool {
+	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+func (v *validator) db(p Path, s *Service, db *DB, key string) {
+	if db.Name == "" {
+		db.Name = key
+	}
+	if db.Name == "" {
+		v.diags.Addf(p.Key("name"), "is required")
+	} else if !identRE.MatchString(db.Name) {
+		v.diags.Addf(p.Key("name"), "%q is not a database name (letters, digits, _ and -, at most 63, not starting with a digit)", truncate(db.Name, 80))
+	}
+	if db.Owner == "" {
+		db.Owner = db.Name
+	} else if !identRE.MatchString(db.Owner) {
+		v.diags.Addf(p.Key("owner"), "%q is not a role name (letters, digits, _ and -, at most 63, not starting with a digit)", truncate(db.Owner, 80))
+	}
+	v.intRange(p.Key("port"), db.Port, 1, 65535)
+	for i, extra := range db.AdditionalDBs {
+		if !identRE.MatchString(extra) {
+			v.diags.Addf(p.Key("additionaldbs").Index(i), "%q is not a database name", truncate(extra, 80))
+		}
+	}
+	for i, mig := range db.Migrations {
+		if !isCleanPath(mig) {
+			v.diags.Addf(p.Key("migrations").Index(i), "%q is not a usable file path", truncate(mig, 80))
+		}
+	}
+	if db.Mode == "standalone" {
+		if db.Host != "" && !isLocal(db.Host) && v.lookupHost(db.Host) != s {
+			v.diags.Addf(p.Key("host"), "a standalone database runs on its own service; host %q names another", db.Host)
+		}
+		db.server = s
+		return
+	}
+	switch {
+	case db.Host != "" && isLocal(db.Host):
+		db.server = s
+	case db.Host != "":
+		t := v.lookupHost(db.Host)
+		if t == nil {
+			v.diags.Addf(p.Key("host"), "no enabled service has the address %q", db.Host)
+			return
+		}
+		db.server = t
+	case len(v.dbHosts) == 1:
+		db.server = v.dbHosts[0]
+	case len(v.dbHosts) == 0:
+		v.diags.Addf(p.Key("host"), "is required: no enabled service has db.mode = \"standalone\" to default to")
+		return
+	default:
+		v.diags.Addf(p.Key("host"), "is required: several services have db.mode = \"standalone\" (%s)", serviceNames(v.dbHosts))
+		return
+	}
+	if db.server != s {
+		v.addDep(s, db.server.Name, "database host", p.Key("host"))
+	}
+}
+
+func serviceNames(ss []*Service) string {
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (v *validator) proxy(p Path, s *Service, px *Proxy) {
+	for _, r := range px.Routes {
+		rp := p
+		if px.Named {
+			rp = p.Key(r.Name)
+			if !serviceNameRE.MatchString(r.Name) {
+				v.diags.Addf(rp, "route name %q is not a DNS label", truncate(r.Name, 80))
+			}
+		}
+		if r.Domain == "" {
+			v.diags.Addf(rp.Key("domain"), "is required")
+		} else {
+			v.dnsName(rp.Key("domain"), r.Domain)
+		}
+		if !routePathRE.MatchString(r.Path) {
+			v.diags.Addf(rp.Key("path"), "%q must start with / and hold only letters, digits and . _ ~ %% / -", truncate(r.Path, 80))
+		}
+		if r.Upstream == "" {
+			v.diags.Addf(rp.Key("upstream"), "is required")
+		} else {
+			v.hostPort(rp.Key("upstream"), r.Upstream)
+		}
+		for _, h := range sortedMapKeys(r.Headers) {
+			if !headerNameRE.MatchString(h) {
+				v.diags.Addf(rp.Key("headers").Key(h), "%q is not a header name", truncate(h, 80))
+			}
+			if strings.IndexFunc(r.Headers[h], unicode.IsControl) >= 0 {
+				v.diags.Addf(rp.Key("headers").Key(h), "value must not contain control characters or newlines")
+			}
+		}
+		if r.Auth != nil {
+			v.auth(rp.Key("auth"), s, r.Auth)
+		}
+		if r.Authz {
+			switch {
+			case r.Auth != nil && r.Auth.Type != "none":
+			case s.Interface.Auth != nil && s.Interface.Auth.Type != "none":
+			default:
+				// authz with no auth block: the default provider.
+				v.provider(rp.Key("authz"), s, DefaultAuthProvider())
+			}
+		}
+	}
+	if s.Name == v.m.Network.ReverseProxy {
+		return
+	}
+	rpSvc, ok := v.byName[v.m.Network.ReverseProxy]
+	switch {
+	case !ok:
+		v.diags.Addf(p, "needs the reverse proxy %q, which is not an enabled service (set network.reverse_proxy)", v.m.Network.ReverseProxy)
+	default:
+		v.addDep(s, rpSvc.Name, "reverse proxy", p)
+	}
+}
+
+func (v *validator) health(p Path, h *Health) {
+	if h.Startup == "" && h.Liveness == "" && h.Readiness == "" {
+		v.diags.Addf(p, "needs at least one of startup, liveness, readiness")
+	}
+	for _, c := range []struct{ name, cmd string }{{"startup", h.Startup}, {"liveness", h.Liveness}, {"readiness", h.Readiness}} {
+		if strings.ContainsRune(c.cmd, 0) {
+			v.diags.Addf(p.Key(c.name), "must not contain NUL bytes")
+		}
+	}
+	v.intRange(p.Key("interval"), h.Interval, 1, 86400)
+	v.intRange(p.Key("timeout"), h.Timeout, 1, 86400)
+	v.intRange(p.Key("retries"), h.Retries, 0, 100)
+	v.intRange(p.Key("start_period"), h.StartPeriod, 0, 86400)
+}
+
+// duplicates reports IPs, hostnames, vmids, route domain+path pairs and
+// databases that two enabled services share.
+func (v *validator) duplicates(enabled []*Service) {
+	type owner struct {
+		path Path
+		svc  string
+	}
+	check := func(seen map[string]owner, key, what string, p Path, svc string) {
+		if prev, dup := seen[key]; dup {
+			v.diags.Addf(p, "%s %s is already used by %s", what, key, prev.path)
+			return
+		}
+		seen[key] = owner{p, svc}
+	}
+	ips, hosts, vmids, routes, dbs := map[string]owner{}, map[string]owner{}, map[string]owner{}, map[string]owner{}, map[string]owner{}
+	for _, s := range enabled {
+		if v.byName[s.Name] != s {
+			continue
+		}
+		p := s.Path()
+		if s.IP != "" {
+			check(ips, s.IP, "IP", p.Key("ip"), s.Name)
+		}
+		if s.Hostname != "" {
+			check(hosts, strings.ToLower(s.Hostname), "hostname", p.Key("hostname"), s.Name)
+		}
+		if s.VMID != 0 {
+			check(vmids, strconv.Itoa(s.VMID), "vmid", p.Key("vmid"), s.Name)
+		}
+		if px := s.Interface.Proxy; px != nil {
+			for _, r := range px.Routes {
+				rp := p.Key("interface").Key("proxy")
+				if px.Named {
+					rp = rp.Key(r.Name)
+				}
+				if r.Domain != "" {
+					check(routes, strings.ToLower(r.Domain)+r.Path, "route", rp.Key("domain"), s.Name)
+				}
+			}
+		}
+		for _, d := range s.Databases() {
+			for _, name := range append([]string{d.DB.Name}, d.DB.AdditionalDBs...) {
+				if d.DB.server == nil || name == "" || d.DB.Mode == "standalone" {
+					continue
+				}
+				check(dbs, fmt.Sprintf("%q on %s", name, d.DB.server.Name), "database", d.Path.Key("name"), s.Name)
+			}
+		}
+	}
+}
+
+// NamedDB is a database of a service with where it is declared.
+type NamedDB struct {
+	Path Path
+	DB   *DB
+}
+
+// Databases returns the service's db and dbs entries, db first, then dbs by
+// key.
+func (s *Service) Databases() []NamedDB {
+	var out []NamedDB
+	ip := s.Path().Key("interface")
+	if s.Interface.DB != nil {
+		out = append(out, NamedDB{ip.Key("db"), s.Interface.DB})
+	}
+	for _, k := range sortedMapKeys(s.Interface.DBs) {
+		if db := s.Interface.DBs[k]; db != nil {
+			out = append(out, NamedDB{ip.Key("dbs").Key(k), db})
+		}
+	}
+	return out
+}
+
+// Server returns the service that runs the database, once validated.
+func (db *DB) Server() *Service { return db.server }
+
+// dependencies checks depends_on, merges it with the implicit edges found
+// so far, and checks that core services need only core services.
+func (v *validator) dependencies(s *Service) {
+	if v.byName[s.Name] != s {
+		return
+	}
+	p := s.Path().Key("depends_on")
+	seen := map[string]bool{}
+	for i, d := range s.DependsOn {
+		dp := p.Index(i)
+		switch t, ok := v.byName[d]; {
+		case seen[d]:
+			v.diags.Addf(dp, "%q is listed twice", d)
+		case d == s.Name:
+			v.diags.Addf(dp, "a service cannot depend on itself")
+		case !ok && v.all[d] != nil:
+			v.diags.Addf(dp, "%q is disabled; enable it or remove the dependency", d)
+		case !ok:
+			v.diags.Addf(dp, "unknown service %q%s", d, didYouMean(d, v.names))
+		default:
+			v.addDep(s, t.Name, "depends_on", dp)
+		}
+		seen[d] = true
+	}
+	sort.SliceStable(s.deps, func(i, j int) bool { return s.deps[i].Service < s.deps[j].Service })
+	out := s.deps[:0]
+	for _, d := range s.deps {
+		if n := len(out); n > 0 && out[n-1].Service == d.Service {
+			if !out[n-1].Has(d.Reasons[0]) {
+				out[n-1].Reasons = append(out[n-1].Reasons, d.Reasons[0])
+			}
+			continue
+		}
+		out = append(out, d)
+	}
+	s.deps = out
+	if !s.Core {
+		return
+	}
+	for _, d := range s.deps {
+		if t := v.byName[d.Service]; t != nil && !t.Core {
+			v.diags.Addf(pathOf(d.Path), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons, ", "))
+		}
+	}
+}
+
+func (v *validator) addDep(s *Service, on, reason string, p Path) {
+	d := Dependency{Service: on, Reasons: []string{reason}, Path: p.String()}
+	// Explicit edges first, so that "depends_on" leads where both apply.
+	if reason == "depends_on" {
+		s.deps = append([]Dependency{d}, s.deps...)
+		return
+	}
+	s.deps = append(s.deps, d)
+}
+
+func pathOf(s string) Path {
+	if s == "" {
+		return nil
+	}
+	return Path(strings.Split(s, "."))
+}
+
+// phases checks deployment_phases against the services; the graph package
+// checks its order against the dependencies.
+func (v *validator) phases() {
+	dp := v.m.DeploymentPhases
+	if dp == nil {
+		return
+	}
+	p := Path{"deployment_phases"}
+	listed := map[string]map[string]bool{}
+	for _, ph := range []struct {
+		name string
+		list []string
+		ok   func(*Service) string
+	}{
+		{"tf_infra", dp.TFInfra, func(*Service) string { return "" }},
+		{"nix_core", dp.NixCore, func(s *Service) string {
+			if !s.Core {
+				return "is not a core service"
+			}
+			return ""
+		}},
+		{"tf_auth_core", dp.TFAuthCore, func(s *Service) string {
+			if !v.isAuthProvider(s.Name) {
+				return "is not the auth provider of any enabled service"
+			}
+			return ""
+		}},
+		{"services", dp.Services, func(s *Service) string {
+			if s.Core {
+				return "is a core service; list it under nix_core"
+			}
+			return ""
+		}},
+	} {
+		listed[ph.name] = map[string]bool{}
+		for i, name := range ph.list {
+			ip := p.Key(ph.name).Index(i)
+			s, enabled := v.byName[name]
+			switch {
+			case listed[ph.name][name]:
+				v.diags.Addf(ip, "%q is listed twice", name)
+			case v.all[name] == nil:
+				v.diags.Addf(ip, "unknown service %q%s", name, didYouMean(name, v.names))
+			case !enabled:
+				// A disabled service is left out of everything.
+			default:
+				if msg := ph.ok(s); msg != "" {
+					v.diags.Addf(ip, "%q %s", name, msg)
+				}
+			}
+			listed[ph.name][name] = true
+		}
+	}
+	for _, s := range v.m.Enabled() {
+		if v.byName[s.Name] != s {
+			continue
+		}
+		switch {
+		case s.Core && !listed["nix_core"][s.Name]:
+			v.diags.Addf(p.Key("nix_core"), "core service %q is enabled but not listed", s.Name)
+		case !s.Core && !listed["services"][s.Name]:
+			v.diags.Addf(p.Key("services"), "service %q is enabled but not listed", s.Name)
+		}
+	}
+}
+
+// isAuthProvider reports whether any enabled service uses name as its auth
+// provider.
+func (v *validator) isAuthProvider(name string) bool {
+	for _, s := range v.m.Enabled() {
+		for _, d := range s.deps {
+			if d.Service == name && d.Has("auth provider") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// DefaultAuthProvider is the auth provider a route with authz and no auth
+// block uses, and the one that runs Authentik outposts: auth.provider's
+// default.
+func DefaultAuthProvider() string { return withDefaults[Auth]().Provider }

@@ -1,0 +1,110 @@
+// Package nix runs the Nix command-line tools that nixmox needs.
+//
+// It follows terraform-exec's pattern: exec.CommandContext with a SIGINT
+// Cancel and a WaitDelay, machine-readable output (--json) and, on failure,
+// the program's own stderr in the error.
+package nix
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// InstallHint tells a user without Nix how to get it.
+const InstallHint = "nixmox evaluates .nix manifests with Nix, and nix-instantiate is not on PATH: install Nix (on Debian or Ubuntu: apt-get install nix-bin; elsewhere see https://nixos.org/download), or give a .json or .yaml manifest"
+
+// ErrNotInstalled is returned when nix-instantiate cannot be found.
+var ErrNotInstalled = errors.New(InstallHint)
+
+// DefaultEvalTimeout bounds a manifest evaluation.
+const DefaultEvalTimeout = 2 * time.Minute
+
+// Runner runs Nix commands. The zero value uses nix-instantiate from PATH
+// and DefaultEvalTimeout.
+type Runner struct {
+	// Instantiate is the nix-instantiate binary; "" looks it up on PATH.
+	Instantiate string
+	// EvalTimeout bounds EvalJSON; 0 means DefaultEvalTimeout.
+	EvalTimeout time.Duration
+}
+
+// EvalJSON evaluates the Nix file at path strictly and returns its value as
+// JSON (nix-instantiate --eval --strict --json). A failed evaluation returns
+// an *EvalError carrying Nix's own message, which names the file and line.
+func (r Runner) EvalJSON(ctx context.Context, path string) ([]byte, error) {
+	bin := r.Instantiate
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("nix-instantiate"); err != nil {
+			return nil, ErrNotInstalled
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	timeout := r.EvalTimeout
+	if timeout == 0 {
+		timeout = DefaultEvalTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// The path is absolute, so it can never be read as an option.
+	cmd := exec.CommandContext(ctx, bin, "--eval", "--strict", "--json", abs)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, &EvalError{File: path, Message: fmt.Sprintf("evaluation did not finish within %s", timeout)}
+		}
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return nil, &EvalError{File: path, Message: cleanStderr(stderr.String()), Err: err}
+		}
+		return nil, fmt.Errorf("running %s: %w", bin, err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// EvalError is a Nix evaluation that failed.
+type EvalError struct {
+	File    string
+	Message string // Nix's own error text
+	Err     error
+}
+
+func (e *EvalError) Error() string {
+	return fmt.Sprintf("%s: nix evaluation failed:\n%s", e.File, indent(e.Message))
+}
+
+func (e *EvalError) Unwrap() error { return e.Err }
+
+// cleanStderr drops Nix's noise (warnings about the store, blank lines) so
+// the user sees the error and its position.
+func cleanStderr(s string) string {
+	var keep []string
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.HasPrefix(line, "warning: ") {
+			continue
+		}
+		keep = append(keep, strings.TrimRight(line, " "))
+	}
+	if len(keep) == 0 {
+		return "nix-instantiate failed without a message"
+	}
+	return strings.Join(keep, "\n")
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}

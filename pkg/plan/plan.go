@@ -1,0 +1,315 @@
+// Package plan turns the dependency graph into the rollout's steps, in the
+// seed's phases:
+//
+//  1. tf:infra — containers and infrastructure for every enabled service;
+//  2. nix:core:<s>, verify:<s> — each core service, in dependency order;
+//  3. tf:auth-core — the auth provider's applications, providers, outposts;
+//  4. per application service: tf:service-infra:<s>, nix:service-config:<s>,
+//     tf:service-config:<s>, verify:<s> (steps with nothing to do left out).
+//
+// A step needs exactly the steps whose results it uses, never a whole phase,
+// so that independent services can be deployed in parallel.
+package plan
+
+import (
+	"container/heap"
+	"fmt"
+	"sort"
+
+	"github.com/nixmox/nixmox/pkg/graph"
+	"github.com/nixmox/nixmox/pkg/manifest"
+)
+
+// Phase is the kind of a step.
+type Phase string
+
+// The phases, in the seed's order.
+const (
+	TFInfra          Phase = "tf:infra"
+	NixCore          Phase = "nix:core"
+	TFAuthCore       Phase = "tf:auth-core"
+	TFServiceInfra   Phase = "tf:service-infra"
+	NixServiceConfig Phase = "nix:service-config"
+	TFServiceConfig  Phase = "tf:service-config"
+	Verify           Phase = "verify"
+)
+
+// Step is one unit of work of a rollout.
+type Step struct {
+	// ID is unique in the plan: the phase, then ":" and the service for
+	// per-service steps (nix:core:dns, verify:dns); the phase alone for
+	// global ones (tf:infra, tf:auth-core).
+	ID string `json:"id"`
+	// Phase is the kind of work.
+	Phase Phase `json:"phase"`
+	// Service is the service the step deploys; "" for global steps.
+	Service string `json:"service"`
+	// Needs are the IDs of the steps that must succeed first, sorted.
+	Needs []string `json:"needs"`
+}
+
+// Plan is the ordered list of steps of a rollout. It is the JSON contract
+// of `nixmox-cli plan --format json`: every step is listed after all the
+// steps it needs.
+type Plan struct {
+	// Services are the services the plan deploys, in dependency order.
+	Services []string `json:"services"`
+	// Steps are in an order that respects Needs.
+	Steps []Step `json:"steps"`
+
+	core map[string]bool
+}
+
+// Options select part of a plan.
+type Options struct {
+	// Services, if not empty, keeps only these services and everything
+	// they need.
+	Services []string
+}
+
+// SelectionError is a --service that names no enabled service.
+type SelectionError struct{ Message string }
+
+func (e *SelectionError) Error() string { return e.Message }
+
+// New computes the plan for g. g must come from a valid manifest.
+func New(g *graph.Graph, opts Options) (*Plan, error) {
+	m := g.Manifest()
+	services := g.Order()
+	if len(opts.Services) > 0 {
+		for _, s := range opts.Services {
+			if !g.Has(s) {
+				return nil, selectionError(m, g, s)
+			}
+		}
+		services = g.Closure(opts.Services...)
+	}
+
+	p := &Plan{Services: services, core: map[string]bool{}}
+	var steps []Step
+	add := func(phase Phase, service string, needs ...string) string {
+		id := string(phase)
+		if service != "" {
+			id += ":" + service
+		}
+		steps = append(steps, Step{ID: id, Phase: phase, Service: service, Needs: append([]string{}, needs...)})
+		return id
+	}
+	verifyID := func(s string) string { return string(Verify) + ":" + s }
+
+	infra := add(TFInfra, "")
+
+	providers := authProviders(m, services)
+	authCore := ""
+	if len(providers) > 0 {
+		authCore = string(TFAuthCore)
+	}
+
+	// Phase 2: core services, each after the core services it needs (and,
+	// for one that is not itself a provider but uses one, after phase 3).
+	for _, name := range services {
+		s := m.Service(name)
+		if !s.Core {
+			continue
+		}
+		p.core[name] = true
+		needs := append([]string{infra}, verifies(g.Needs(name), verifyID)...)
+		if usesAuth(s) && authCore != "" && !contains(providers, name) {
+			needs = append(needs, authCore)
+		}
+		add(Verify, name, add(NixCore, name, needs...))
+	}
+
+	// Phase 3: the auth providers' Terraform, once the providers are up.
+	if authCore != "" {
+		add(TFAuthCore, "", verifies(providers, verifyID)...)
+	}
+
+	// Phase 4: application services.
+	for _, name := range services {
+		s := m.Service(name)
+		if s.Core {
+			continue
+		}
+		base := append([]string{infra}, verifies(g.Needs(name), verifyID)...)
+		if usesAuth(s) && authCore != "" {
+			base = append(base, authCore)
+		}
+		configNeeds := base
+		if tf := s.Interface.Terraform; tf != nil && len(tf.Modules) > 0 {
+			configNeeds = append(append([]string(nil), base...), add(TFServiceInfra, name, base...))
+		}
+		last := add(NixServiceConfig, name, configNeeds...)
+		if tf := s.Interface.Terraform; tf != nil && len(tf.ConfigModules) > 0 {
+			last = add(TFServiceConfig, name, last)
+		}
+		add(Verify, name, last)
+	}
+
+	for i := range steps {
+		sort.Strings(steps[i].Needs)
+	}
+	var err error
+	if p.Steps, err = topoSort(steps); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func verifies(names []string, id func(string) string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = id(n)
+	}
+	return out
+}
+
+// usesAuth reports whether the service needs an auth provider's resources.
+func usesAuth(s *manifest.Service) bool {
+	for _, d := range s.Dependencies() {
+		if d.Has("auth provider") {
+			return true
+		}
+	}
+	return false
+}
+
+// authProviders returns the providers that the selected services use, and
+// the default provider when Authentik outposts are asked for.
+func authProviders(m *manifest.Manifest, services []string) []string {
+	set := map[string]bool{}
+	for _, name := range services {
+		for _, d := range m.Service(name).Dependencies() {
+			if d.Has("auth provider") {
+				set[d.Service] = true
+			}
+		}
+	}
+	o := m.Network.Outposts
+	if o.LDAP != nil || o.RADIUS != nil {
+		if s := m.Service(manifest.DefaultAuthProvider()); s != nil && contains(services, s.Name) {
+			set[s.Name] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+func selectionError(m *manifest.Manifest, g *graph.Graph, name string) error {
+	for _, sec := range []map[string]*manifest.Service{m.CoreServices, m.Services} {
+		if s, ok := sec[name]; ok && s != nil && !s.Enable {
+			return &SelectionError{fmt.Sprintf("service %q is disabled", name)}
+		}
+	}
+	msg := fmt.Sprintf("unknown service %q", name)
+	if best := manifest.Closest(name, g.Services()); best != "" {
+		msg += fmt.Sprintf("; did you mean %q?", best)
+	}
+	return &SelectionError{msg}
+}
+
+// topoSort orders steps so that each comes after all it needs, keeping the
+// construction order wherever the needs allow (Kahn's algorithm with the
+// construction index as priority).
+func topoSort(steps []Step) ([]Step, error) {
+	idx := make(map[string]int, len(steps))
+	for i, s := range steps {
+		idx[s.ID] = i
+	}
+	pending := make([]int, len(steps))
+	users := make([][]int, len(steps))
+	for i, s := range steps {
+		pending[i] = len(s.Needs)
+		for _, n := range s.Needs {
+			users[idx[n]] = append(users[idx[n]], i)
+		}
+	}
+	ready := &intHeap{}
+	for i := range steps {
+		if pending[i] == 0 {
+			heap.Push(ready, i)
+		}
+	}
+	out := make([]Step, 0, len(steps))
+	for ready.Len() > 0 {
+		i := heap.Pop(ready).(int)
+		out = append(out, steps[i])
+		for _, u := range users[i] {
+			if pending[u]--; pending[u] == 0 {
+				heap.Push(ready, u)
+			}
+		}
+	}
+	if len(out) != len(steps) {
+		// Validation rejects every manifest that could get here; this
+		// guards the contract rather than trusting it.
+		return nil, fmt.Errorf("internal error: the plan's steps form a cycle (%d of %d ordered)", len(out), len(steps))
+	}
+	return out, nil
+}
+
+type intHeap []int
+
+func (h intHeap) Len() int           { return len(h) }
+func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *intHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// Group is the seed phase (1-4) a step is shown under.
+func (p *Plan) Group(s Step) int {
+	switch {
+	case s.Phase == TFInfra:
+		return 1
+	case s.Phase == NixCore, s.Phase == Verify && p.core[s.Service]:
+		return 2
+	case s.Phase == TFAuthCore:
+		return 3
+	}
+	return 4
+}
+
+// CriticalPath returns the longest chain of steps, each needing the one
+// before it.
+func (p *Plan) CriticalPath() []string {
+	depth := make(map[string]int, len(p.Steps))
+	from := make(map[string]string, len(p.Steps))
+	best := ""
+	for _, s := range p.Steps {
+		depth[s.ID] = 1
+		for _, n := range s.Needs {
+			if depth[n]+1 > depth[s.ID] {
+				depth[s.ID], from[s.ID] = depth[n]+1, n
+			}
+		}
+		if best == "" || depth[s.ID] > depth[best] {
+			best = s.ID
+		}
+	}
+	var path []string
+	for id := best; id != ""; id = from[id] {
+		path = append(path, id)
+	}
+	for i, j := 0, len(path)-1; i < j; i, j = i+1, j-1 {
+		path[i], path[j] = path[j], path[i]
+	}
+	return path
+}
