@@ -114,6 +114,12 @@ func (d *decoder) decode(p Path, in any, out reflect.Value) {
 	case reflect.Pointer:
 		nv := reflect.New(out.Type().Elem())
 		if nv.Elem().Kind() == reflect.Struct {
+			if _, isObj := in.(map[string]any); !isObj {
+				// Leave it unset rather than a struct of defaults that
+				// would draw follow-on errors.
+				d.typeError(p, in, "an object")
+				return
+			}
 			applyDefaults(nv.Elem())
 		}
 		d.decode(p, in, nv.Elem())

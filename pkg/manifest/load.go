@@ -92,18 +92,22 @@ func Parse(data []byte, format Format, file string) (*Manifest, error) {
 		return nil, fmt.Errorf("%s: %w", displayFile(file), err)
 	}
 	m, diags := decodeManifest(tree)
+	if m == nil {
+		return nil, diags.Err(file)
+	}
 	m.File = file
 	diags = append(diags, m.validate()...)
 	return m, diags.Err(file)
 }
 
+// decodeManifest returns a nil manifest when tree is not an object at all.
 func decodeManifest(tree any) (*Manifest, Diagnostics) {
 	d := &decoder{}
 	m := &Manifest{}
 	applyDefaults(reflect.ValueOf(m).Elem())
 	if _, ok := tree.(map[string]any); !ok {
 		d.typeError(nil, tree, "an object (an attribute set)")
-		return m, d.diags
+		return nil, d.diags
 	}
 	d.decode(nil, tree, reflect.ValueOf(m).Elem())
 	for name, s := range m.CoreServices {
@@ -199,11 +203,14 @@ func jsonValue(dec *json.Decoder) (any, error) {
 
 // jsonError adds the line and column where decoding stopped.
 func jsonError(data []byte, dec *json.Decoder, err error) error {
-	off := int(dec.InputOffset())
+	// InputOffset is just past the token that was read: point at its last
+	// byte. A SyntaxError's Offset already points at the offending byte.
+	off := int(dec.InputOffset()) - 1
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		off = int(se.Offset)
 	}
+	off = max(off, 0)
 	off = min(off, len(data))
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
 	col := off - bytes.LastIndexByte(data[:off], '\n')

@@ -250,8 +250,7 @@ func (v *validator) collect() {
 			s := sec.m[name]
 			p := Path{sec.name, name}
 			if s == nil {
-				v.diags.Addf(p, "must be a service definition, not null")
-				continue
+				continue // null: absent, like every null (or a type error already reported)
 			}
 			if !serviceNameRE.MatchString(name) {
 				v.diags.Addf(p, "service name %q is not a DNS label (lower-case letters, digits and inner hyphens, at most 63)", truncate(name, 80))
@@ -350,8 +349,7 @@ func (v *validator) service(s *Service) {
 	for _, key := range sortedMapKeys(s.Interface.DBs) {
 		db := s.Interface.DBs[key]
 		if db == nil {
-			v.diags.Addf(ip.Key("dbs").Key(key), "must be a database definition, not null")
-			continue
+			continue // null: absent
 		}
 		v.db(ip.Key("dbs").Key(key), s, db, key)
 	}
