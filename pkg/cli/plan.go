@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -54,6 +55,10 @@ func planRun(cmd *cobra.Command, opts *PlanOptions) error {
 		return err
 	}
 	p, err := plan.New(g, plan.Options{Services: opts.Services})
+	var se *plan.SelectionError
+	if errors.As(err, &se) {
+		return &UsageError{Err: err} // a --service value the manifest lacks
+	}
 	if err != nil {
 		return err
 	}

@@ -211,6 +211,9 @@ func jsonError(data []byte, dec *json.Decoder, err error) error {
 		off = int(se.Offset)
 	}
 	off = max(off, 0)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = errors.New("unexpected end of input")
+	}
 	off = min(off, len(data))
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
 	col := off - bytes.LastIndexByte(data[:off], '\n')

@@ -3,7 +3,7 @@ package manifest
 import (
 	"fmt"
 
-	"github.com/agnivade/levenshtein"
+	"github.com/hbollon/go-edlib"
 )
 
 // didYouMean returns `; did you mean "x"?` for the candidate closest to s, or
@@ -16,16 +16,18 @@ func didYouMean(s string, candidates []string) string {
 }
 
 // Closest returns the candidate within a typo's distance of s, or "".
-// The allowed distance grows with the length of the word: one edit for short
-// names, up to a third of the length for long ones.
+// Distance is optimal-string-alignment Damerau-Levenshtein, so a swapped
+// pair of letters ("wbe" for "web") is one edit. The allowed distance grows
+// with the length of the word: one edit up to three letters, then one more
+// every four letters.
 func Closest(s string, candidates []string) string {
 	if s == "" || len(s) > 64 {
 		return ""
 	}
-	limit := max(1, len(s)/3)
+	limit := 1 + len(s)/4
 	best, bestDist := "", limit+1
 	for _, c := range candidates {
-		if d := levenshtein.ComputeDistance(s, c); d < bestDist && d > 0 {
+		if d := edlib.OSADamerauLevenshteinDistance(s, c); d < bestDist && d > 0 {
 			best, bestDist = c, d
 		}
 	}
