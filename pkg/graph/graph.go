@@ -123,7 +123,7 @@ func (g *Graph) cycles(diags *manifest.Diagnostics) {
 		p := s.Path().Key("depends_on")
 		for _, d := range s.Dependencies() {
 			if d.Service == names[1] {
-				p = manifest.Path(strings.Split(d.Path, "."))
+				p = d.Location()
 			}
 		}
 		diags.Addf(p, "dependency cycle: %s", strings.Join(names, " → "))

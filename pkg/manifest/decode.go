@@ -1,30 +1,59 @@
 package manifest
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
-	"math"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The decoder turns a generic tree (what Nix's --json, encoding/json or YAML
-// produce: map[string]any, []any, string, bool, numbers, nil) into the typed
-// model. Unlike encoding/json it does not stop at the first problem: every
-// unknown field, wrong type and value outside an enum is recorded with its
-// path, and decoding goes on with the rest.
+// The decoder reads the manifest's JSON token by token (jsontext, which also
+// rejects duplicate keys) straight into the typed model. Unlike
+// encoding/json it does not stop at the first problem: every unknown field,
+// wrong type and value outside an enum is recorded with its path, the value
+// is skipped, and decoding goes on with the rest. Only malformed JSON stops
+// it.
 
-// treeDecoder is implemented by model types whose manifest form is not a
+// streamDecoder is implemented by model types whose manifest form is not a
 // plain struct (Proxy: one route or named routes).
-type treeDecoder interface {
-	decodeTree(d *decoder, p Path, in any)
+type streamDecoder interface {
+	decodeStream(d *decoder) error
 }
 
+// decoder keeps the path of the value being decoded as a stack, and only
+// builds a Path when it has a problem to record: most values have none.
 type decoder struct {
+	dec   *jsontext.Decoder
 	diags Diagnostics
+	stack []string // keys, and "[i]" for list elements
+}
+
+func newDecoder(data []byte) *decoder {
+	return &decoder{dec: jsontext.NewDecoder(bytes.NewReader(data))}
+}
+
+func (d *decoder) push(key string) { d.stack = append(d.stack, key) }
+func (d *decoder) pop()            { d.stack = d.stack[:len(d.stack)-1] }
+
+// path returns the current location as a Path.
+func (d *decoder) path() Path {
+	var p Path
+	for _, e := range d.stack {
+		if strings.HasPrefix(e, "[") && len(p) > 0 {
+			p[len(p)-1] += e
+			continue
+		}
+		p = append(p, e)
+	}
+	return p
+}
+
+func (d *decoder) errorf(format string, args ...any) {
+	d.diags.Addf(d.path(), format, args...)
 }
 
 // field is one struct field as the manifest sees it.
@@ -37,7 +66,27 @@ type field struct {
 	enum   []string
 }
 
-var fieldCache sync.Map // reflect.Type -> []field
+var fieldCache, structCache sync.Map // reflect.Type -> []field, *structInfo
+
+// structInfo indexes a struct's fields by manifest name.
+type structInfo struct {
+	byName map[string]field
+	names  []string
+}
+
+func structOf(t reflect.Type) *structInfo {
+	if si, ok := structCache.Load(t); ok {
+		return si.(*structInfo)
+	}
+	fs := fieldsOf(t)
+	si := &structInfo{byName: make(map[string]field, len(fs))}
+	for _, f := range fs {
+		si.byName[f.name] = f
+		si.names = append(si.names, f.name)
+	}
+	structCache.Store(t, si)
+	return si
+}
 
 // fieldsOf returns the manifest fields of struct type t, in declaration order.
 func fieldsOf(t reflect.Type) []field {
@@ -98,186 +147,237 @@ func withDefaults[T any]() *T {
 	return v
 }
 
-// decode stores in into out (addressable), recording problems at p.
-func (d *decoder) decode(p Path, in any, out reflect.Value) {
-	if in == nil {
+// decode reads one value into out (addressable). A problem with the value
+// is recorded and the value skipped; the error is for malformed JSON only.
+func (d *decoder) decode(out reflect.Value) error {
+	kind := d.dec.PeekKind()
+	if kind == 'n' {
 		// null is how Nix and YAML say "not set": keep the default.
-		return
+		_, err := d.dec.ReadToken()
+		return err
 	}
 	if out.CanAddr() {
-		if td, ok := out.Addr().Interface().(treeDecoder); ok {
-			td.decodeTree(d, p, in)
-			return
+		if sd, ok := out.Addr().Interface().(streamDecoder); ok {
+			return sd.decodeStream(d)
 		}
 	}
 	switch out.Kind() {
 	case reflect.Pointer:
 		nv := reflect.New(out.Type().Elem())
 		if nv.Elem().Kind() == reflect.Struct {
-			if _, isObj := in.(map[string]any); !isObj {
+			if kind != '{' {
 				// Leave it unset rather than a struct of defaults that
 				// would draw follow-on errors.
-				d.typeError(p, in, "an object")
-				return
+				return d.typeError("an object")
 			}
 			applyDefaults(nv.Elem())
 		}
-		d.decode(p, in, nv.Elem())
-		out.Set(nv)
-	case reflect.Struct:
-		d.decodeStruct(p, in, out)
-	case reflect.Map:
-		obj, ok := in.(map[string]any)
-		if !ok {
-			d.typeError(p, in, "an object")
-			return
+		if err := d.decode(nv.Elem()); err != nil {
+			return err
 		}
-		m := reflect.MakeMapWithSize(out.Type(), len(obj))
-		for _, k := range sortedKeys(obj) {
-			ev := reflect.New(out.Type().Elem()).Elem()
-			d.decode(p.Key(k), obj[k], ev)
-			m.SetMapIndex(reflect.ValueOf(k), ev)
+		out.Set(nv)
+		return nil
+	case reflect.Struct:
+		return d.decodeStruct(out)
+	case reflect.Map:
+		if kind != '{' {
+			return d.typeError("an object")
+		}
+		if _, err := d.dec.ReadToken(); err != nil {
+			return err
+		}
+		m := reflect.MakeMap(out.Type())
+		ev := reflect.New(out.Type().Elem()).Elem() // reused: SetMapIndex copies
+		for d.dec.PeekKind() != '}' {
+			k, err := d.dec.ReadToken()
+			if err != nil {
+				return err
+			}
+			key := k.String()
+			ev.SetZero()
+			d.push(key)
+			err = d.decode(ev)
+			d.pop()
+			if err != nil {
+				return err
+			}
+			m.SetMapIndex(reflect.ValueOf(key), ev)
 		}
 		out.Set(m)
+		_, err := d.dec.ReadToken()
+		return err
 	case reflect.Slice:
-		list, ok := in.([]any)
-		if !ok {
-			d.typeError(p, in, "a list")
-			return
+		if kind != '[' {
+			return d.typeError("a list")
 		}
-		s := reflect.MakeSlice(out.Type(), len(list), len(list))
-		for i, e := range list {
-			d.decode(p.Index(i), e, s.Index(i))
+		if _, err := d.dec.ReadToken(); err != nil {
+			return err
 		}
-		out.Set(s)
-	case reflect.String:
-		s, ok := in.(string)
-		if !ok {
-			d.typeError(p, in, "a string")
-			return
-		}
-		out.SetString(s)
-	case reflect.Bool:
-		b, ok := in.(bool)
-		if !ok {
-			d.typeError(p, in, "true or false")
-			return
-		}
-		out.SetBool(b)
-	case reflect.Int:
-		n, ok := toInt(in)
-		if !ok {
-			d.typeError(p, in, "a whole number")
-			return
-		}
-		out.SetInt(n)
-	case reflect.Interface:
-		out.Set(reflect.ValueOf(in))
-	default:
-		panic(fmt.Sprintf("manifest: cannot decode into %s", out.Type()))
-	}
-}
-
-func (d *decoder) decodeStruct(p Path, in any, out reflect.Value) {
-	obj, ok := in.(map[string]any)
-	if !ok {
-		d.typeError(p, in, "an object")
-		return
-	}
-	fs := fieldsOf(out.Type())
-	byName := make(map[string]field, len(fs))
-	names := make([]string, len(fs))
-	for i, f := range fs {
-		byName[f.name] = f
-		names[i] = f.name
-	}
-	for _, k := range sortedKeys(obj) {
-		f, ok := byName[k]
-		if !ok {
-			d.diags.Addf(p.Key(k), "unknown field %q%s", k, didYouMean(k, names))
-			continue
-		}
-		fv := out.Field(f.index)
-		d.decode(p.Key(k), obj[k], fv)
-		if f.enum != nil && fv.Kind() == reflect.String {
-			if s := fv.String(); !contains(f.enum, s) {
-				d.diags.Addf(p.Key(k), "%q is not one of %s%s", s, strings.Join(f.enum, ", "), didYouMean(s, f.enum))
+		out.Set(reflect.MakeSlice(out.Type(), 0, 4))
+		for i := 0; d.dec.PeekKind() != ']'; i++ {
+			if i == out.Cap() {
+				grown := reflect.MakeSlice(out.Type(), i, 2*i)
+				reflect.Copy(grown, out)
+				out.Set(grown)
+			}
+			out.SetLen(i + 1)
+			d.push(indexKey(i))
+			err := d.decode(out.Index(i))
+			d.pop()
+			if err != nil {
+				return err
 			}
 		}
+		_, err := d.dec.ReadToken()
+		return err
+	case reflect.String:
+		if kind != '"' {
+			return d.typeError("a string")
+		}
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		out.SetString(tok.String())
+		return nil
+	case reflect.Bool:
+		if kind != 't' && kind != 'f' {
+			return d.typeError("true or false")
+		}
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		out.SetBool(tok.Bool())
+		return nil
+	case reflect.Int:
+		if kind != '0' {
+			return d.typeError("a whole number")
+		}
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		// 32 bits: no manifest number comes near, and no later arithmetic
+		// can overflow on any platform.
+		n, err := strconv.ParseInt(tok.String(), 10, 32)
+		if err != nil {
+			d.errorf("must be a whole number, not the number %s", truncate(tok.String(), 40))
+			return nil
+		}
+		out.SetInt(n)
+		return nil
+	case reflect.Interface:
+		v, err := jsonValue(d.dec)
+		if err != nil {
+			return err
+		}
+		if v != nil {
+			out.Set(reflect.ValueOf(v))
+		}
+		return nil
 	}
+	panic(fmt.Sprintf("manifest: cannot decode into %s", out.Type()))
 }
 
-func (d *decoder) typeError(p Path, in any, want string) {
-	d.diags.Addf(p, "must be %s, not %s", want, describe(in))
+func (d *decoder) decodeStruct(out reflect.Value) error {
+	if d.dec.PeekKind() != '{' {
+		return d.typeError("an object")
+	}
+	if _, err := d.dec.ReadToken(); err != nil {
+		return err
+	}
+	st := structOf(out.Type())
+	for d.dec.PeekKind() != '}' {
+		raw, err := d.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		// Look the name up without allocating a string for it: almost
+		// every name is a known field.
+		f, ok := st.byName[string(raw[1:len(raw)-1])]
+		k := f.name
+		if !ok || bytes.IndexByte(raw, '\\') >= 0 {
+			name, err := jsontext.AppendUnquote(nil, raw)
+			if err != nil {
+				return err
+			}
+			k = string(name)
+			f, ok = st.byName[k]
+		}
+		d.push(k)
+		if !ok {
+			d.errorf("unknown field %q%s", k, didYouMean(k, st.names))
+			err = d.dec.SkipValue()
+		} else {
+			fv := out.Field(f.index)
+			err = d.decode(fv)
+			if f.enum != nil && err == nil && !contains(f.enum, fv.String()) {
+				s := fv.String()
+				d.errorf("%q is not one of %s%s", s, strings.Join(f.enum, ", "), didYouMean(s, f.enum))
+			}
+		}
+		d.pop()
+		if err != nil {
+			return err
+		}
+	}
+	_, err := d.dec.ReadToken()
+	return err
 }
 
-// describe names a generic value's type for an error message.
-func describe(v any) string {
-	switch v := v.(type) {
-	case map[string]any:
-		return "an object"
-	case []any:
-		return "a list"
-	case string:
-		return fmt.Sprintf("the string %q", truncate(v, 40))
-	case bool:
-		return fmt.Sprintf("%t", v)
-	case json.Number:
-		return "the number " + v.String()
-	case float64, int, int64, uint64:
-		return fmt.Sprintf("the number %v", v)
+// typeError records that the next value is not what was wanted, and skips
+// it.
+func (d *decoder) typeError(want string) error {
+	got := ""
+	switch d.dec.PeekKind() {
+	case '{':
+		got = "an object"
+	case '[':
+		got = "a list"
 	default:
-		return fmt.Sprintf("%T", v)
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		switch tok.Kind() {
+		case '"':
+			got = fmt.Sprintf("the string %q", truncate(tok.String(), 40))
+		case '0':
+			got = "the number " + truncate(tok.String(), 40)
+		default:
+			got = tok.String()
+		}
+		d.errorf("must be %s, not %s", want, got)
+		return nil
 	}
+	d.errorf("must be %s, not %s", want, got)
+	return d.dec.SkipValue()
 }
 
+// indexKey is the stack entry of list element i; the first few are shared.
+func indexKey(i int) string {
+	if i < len(indexKeys) {
+		return indexKeys[i]
+	}
+	return "[" + strconv.Itoa(i) + "]"
+}
+
+var indexKeys = func() []string {
+	keys := make([]string, 16)
+	for i := range keys {
+		keys[i] = "[" + strconv.Itoa(i) + "]"
+	}
+	return keys
+}()
+
+// truncate shortens s to n bytes for a message.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "..."
 }
-
-// toInt accepts integral numbers in every form the loaders produce.
-func toInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case json.Number:
-		i, err := n.Int64()
-		if err != nil {
-			return 0, false
-		}
-		return i, fitsInt(i)
-	case int:
-		return int64(n), true
-	case int64:
-		return n, fitsInt(n)
-	case uint64:
-		if n > math.MaxInt32 {
-			return 0, false
-		}
-		return int64(n), true
-	case float64:
-		if n != math.Trunc(n) || math.Abs(n) > math.MaxInt32 {
-			return 0, false
-		}
-		return int64(n), true
-	}
-	return 0, false
-}
-
-// fitsInt keeps numbers within 32 bits so that no platform or later
-// arithmetic overflows; no manifest number is anywhere near that.
-func fitsInt(i int64) bool { return i >= math.MinInt32 && i <= math.MaxInt32 }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func contains(list []string, s string) bool {
 	for _, e := range list {
 		if e == s {

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"gopkg.in/yaml.v3"
 
 	"github.com/nixmox/nixmox/pkg/nix"
@@ -87,11 +88,23 @@ func (l Loader) Load(ctx context.Context, path string) (*Manifest, error) {
 // Parse decodes and validates a manifest already in JSON or YAML form; file
 // names it in messages. Its results are as for Loader.Load.
 func Parse(data []byte, format Format, file string) (*Manifest, error) {
-	tree, err := parseTree(data, format)
+	switch format {
+	case FormatJSON:
+	case FormatYAML:
+		tree, err := parseYAML(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", displayFile(file), err)
+		}
+		if data, err = json.Marshal(tree); err != nil {
+			return nil, fmt.Errorf("%s: %w", displayFile(file), err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: cannot parse format %q", displayFile(file), format)
+	}
+	m, diags, err := decodeManifest(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", displayFile(file), err)
 	}
-	m, diags := decodeManifest(tree)
 	if m == nil {
 		return nil, diags.Err(file)
 	}
@@ -100,16 +113,25 @@ func Parse(data []byte, format Format, file string) (*Manifest, error) {
 	return m, diags.Err(file)
 }
 
-// decodeManifest returns a nil manifest when tree is not an object at all.
-func decodeManifest(tree any) (*Manifest, Diagnostics) {
-	d := &decoder{}
+// decodeManifest returns a nil manifest when data is not an object at all,
+// and an error when it is not well-formed JSON.
+func decodeManifest(data []byte) (*Manifest, Diagnostics, error) {
+	d := newDecoder(data)
+	if d.dec.PeekKind() != '{' {
+		if err := d.typeError("an object (an attribute set)"); err != nil {
+			return nil, nil, jsonError(data, d.dec, err)
+		}
+		return nil, d.diags, nil
+	}
 	m := &Manifest{}
 	applyDefaults(reflect.ValueOf(m).Elem())
-	if _, ok := tree.(map[string]any); !ok {
-		d.typeError(nil, tree, "an object (an attribute set)")
-		return nil, d.diags
+	if err := d.decode(reflect.ValueOf(m).Elem()); err != nil {
+		return nil, nil, jsonError(data, d.dec, err)
 	}
-	d.decode(nil, tree, reflect.ValueOf(m).Elem())
+	if rest := bytes.TrimLeft(data[d.dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		off := len(data) - len(rest)
+		return nil, nil, jsonError(data, d.dec, &jsontext.SyntacticError{ByteOffset: int64(off), Err: errors.New("unexpected data after the manifest")})
+	}
 	for name, s := range m.CoreServices {
 		if s != nil {
 			s.Name, s.Core = name, true
@@ -120,103 +142,78 @@ func decodeManifest(tree any) (*Manifest, Diagnostics) {
 			s.Name = name
 		}
 	}
-	return m, d.diags
+	return m, d.diags, nil
 }
 
-// parseTree reads JSON or YAML into a generic tree, rejecting duplicate keys
-// and trailing data.
-func parseTree(data []byte, format Format) (any, error) {
-	switch format {
-	case FormatJSON:
-		return parseJSON(data)
-	case FormatYAML:
-		return parseYAML(data)
-	}
-	return nil, fmt.Errorf("cannot parse format %q", format)
-}
-
-func parseJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := jsonValue(dec)
-	if err != nil {
-		return nil, jsonError(data, dec, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, jsonError(data, dec, errors.New("unexpected data after the manifest"))
-	}
-	return v, nil
-}
-
-// jsonValue reads one value token by token so that duplicate keys, which
-// encoding/json silently resolves to the last one, are an error.
-func jsonValue(dec *json.Decoder) (any, error) {
-	tok, err := dec.Token()
+// jsonValue reads one value into the generic tree. Numbers stay
+// json.Number, so that Terraform variables reach Terraform exactly.
+func jsonValue(dec *jsontext.Decoder) (any, error) {
+	tok, err := dec.ReadToken()
 	if err != nil {
 		if err == io.EOF {
 			return nil, io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			obj := map[string]any{}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				k, ok := kt.(string)
-				if !ok {
-					return nil, fmt.Errorf("object key must be a string")
-				}
-				if _, dup := obj[k]; dup {
-					return nil, fmt.Errorf("duplicate key %q", k)
-				}
-				v, err := jsonValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				obj[k] = v
+	switch tok.Kind() {
+	case '{':
+		obj := map[string]any{}
+		for dec.PeekKind() != '}' {
+			kt, err := dec.ReadToken()
+			if err != nil {
+				return nil, err
 			}
-			_, err := dec.Token() // '}'
-			return obj, err
-		case '[':
-			list := []any{}
-			for dec.More() {
-				v, err := jsonValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				list = append(list, v)
+			k := kt.String()
+			v, err := jsonValue(dec)
+			if err != nil {
+				return nil, err
 			}
-			_, err := dec.Token() // ']'
-			return list, err
+			obj[k] = v
 		}
-		return nil, fmt.Errorf("unexpected %q", t)
-	default:
-		return t, nil
+		_, err := dec.ReadToken()
+		return obj, err
+	case '[':
+		list := []any{}
+		for dec.PeekKind() != ']' {
+			v, err := jsonValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := dec.ReadToken()
+		return list, err
+	case '"':
+		return tok.String(), nil
+	case '0':
+		return json.Number(tok.String()), nil
+	case 't', 'f':
+		return tok.Bool(), nil
+	case 'n':
+		return nil, nil
 	}
+	return nil, fmt.Errorf("unexpected token %s", tok)
 }
 
-// jsonError adds the line and column where decoding stopped.
-func jsonError(data []byte, dec *json.Decoder, err error) error {
-	// InputOffset is just past the token that was read: point at its last
-	// byte. A SyntaxError's Offset already points at the offending byte.
-	off := int(dec.InputOffset()) - 1
-	var se *json.SyntaxError
+// jsonError says where decoding stopped, as line and column.
+func jsonError(data []byte, dec *jsontext.Decoder, err error) error {
+	off := int(dec.InputOffset())
+	var se *jsontext.SyntacticError
 	if errors.As(err, &se) {
-		off = int(se.Offset)
+		off = int(se.ByteOffset)
+		err = se.Err
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			err = fmt.Errorf("duplicate key %q", se.JSONPointer.LastToken())
+		} else if ptr := string(se.JSONPointer); ptr != "" {
+			err = fmt.Errorf("%w (at %s)", err, ptr)
+		}
 	}
-	off = max(off, 0)
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		err = errors.New("unexpected end of input")
 	}
-	off = min(off, len(data))
+	off = min(max(off, 0), len(data))
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - bytes.LastIndexByte(data[:off], '\n')
+	col := 1 + off - (bytes.LastIndexByte(data[:off], '\n') + 1)
 	return fmt.Errorf("invalid JSON at line %d, column %d: %w", line, col, err)
 }
 

@@ -194,9 +194,9 @@ func TestParseErrors(t *testing.T) {
 		format     Format
 		want       string
 	}{
-		{"JSON duplicate key", `{"network": {}, "network": {}}`, FormatJSON, `x.json: invalid JSON at line 1, column 25: duplicate key "network"`},
+		{"JSON duplicate key", `{"network": {}, "network": {}}`, FormatJSON, `x.json: invalid JSON at line 1, column 17: duplicate key "network"`},
 		{"JSON trailing data", "{}\n{}", FormatJSON, `x.json: invalid JSON at line 2, column 1: unexpected data after the manifest`},
-		{"JSON syntax", "{\n  \"a\": }", FormatJSON, `x.json: invalid JSON at line 2, column 8: invalid character '}' looking for beginning of value`},
+		{"JSON syntax", "{\n  \"a\": }", FormatJSON, `x.json: invalid JSON at line 2, column 8: invalid character '}' at start of value (at /a)`},
 		{"YAML duplicate key", "network: {}\nnetwork: {}\n", FormatYAML, `x.json: line 2: duplicate key "network"`},
 		{"YAML merge key", "base: &b {ip: x}\nservices:\n  a:\n    <<: *b\n", FormatYAML, `x.json: line 4: YAML merge keys (<<) are not supported`},
 		{"YAML empty", "", FormatYAML, `x.json: the manifest is empty`},

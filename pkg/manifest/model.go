@@ -29,6 +29,7 @@ type Manifest struct {
 	File string `json:"-"`
 
 	enabled []*Service
+	byName  map[string]*Service
 }
 
 // Network describes the one network all containers share.

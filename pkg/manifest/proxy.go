@@ -1,8 +1,11 @@
 package manifest
 
 import (
+	"bytes"
 	"reflect"
 	"sort"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Proxy is how the reverse proxy reaches a service. In the manifest it is
@@ -40,38 +43,65 @@ var routeKeys = func() map[string]bool {
 	return keys
 }()
 
-// decodeTree implements treeDecoder: it tells the two forms apart and decodes
-// the one the manifest used.
-func (p *Proxy) decodeTree(d *decoder, path Path, in any) {
-	obj, ok := in.(map[string]any)
-	if !ok {
-		d.typeError(path, in, "an object (one route, or named routes)")
-		return
+// decodeStream implements streamDecoder: it tells the two forms apart and
+// decodes the one the manifest used.
+func (p *Proxy) decodeStream(d *decoder) error {
+	if d.dec.PeekKind() != '{' {
+		return d.typeError("an object (one route, or named routes)")
 	}
-	named := len(obj) > 0
-	for k, v := range obj {
-		if _, isObj := v.(map[string]any); !isObj || routeKeys[k] {
-			named = false
-			break
-		}
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return err
 	}
-	p.Named = named
-	if !named {
+	raw = bytes.Clone(raw) // ReadValue's bytes are only valid until the next read
+	p.Named = isNamedRoutes(raw)
+	sub := &decoder{dec: jsontext.NewDecoder(bytes.NewReader(raw)), stack: append([]string(nil), d.stack...)}
+	defer func() { d.diags = append(d.diags, sub.diags...) }()
+	if !p.Named {
 		r := &Route{}
 		applyDefaults(reflect.ValueOf(r).Elem())
-		d.decode(path, in, reflect.ValueOf(r).Elem())
 		p.Routes = []*Route{r}
-		return
+		return sub.decode(reflect.ValueOf(r).Elem())
 	}
-	names := make([]string, 0, len(obj))
-	for k := range obj {
-		names = append(names, k)
+	if _, err := sub.dec.ReadToken(); err != nil {
+		return err
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		r := &Route{Name: name}
+	for sub.dec.PeekKind() != '}' {
+		tok, err := sub.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		r := &Route{Name: tok.String()}
 		applyDefaults(reflect.ValueOf(r).Elem())
-		d.decode(path.Key(name), obj[name], reflect.ValueOf(r).Elem())
+		sub.push(r.Name)
+		err = sub.decode(reflect.ValueOf(r).Elem())
+		sub.pop()
+		if err != nil {
+			return err
+		}
 		p.Routes = append(p.Routes, r)
 	}
+	sort.Slice(p.Routes, func(i, j int) bool { return p.Routes[i].Name < p.Routes[j].Name })
+	return nil
+}
+
+// isNamedRoutes reports whether the object raw is a map of named routes: not
+// empty, no key is a route field, and every value is an object.
+func isNamedRoutes(raw []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.ReadToken(); err != nil {
+		return false
+	}
+	n := 0
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil || routeKeys[tok.String()] || dec.PeekKind() != '{' {
+			return false
+		}
+		if dec.SkipValue() != nil {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }

@@ -42,7 +42,7 @@ func (s *schemaBuilder) ref(t reflect.Type) map[string]any {
 				"oneOf": []any{
 					route,
 					map[string]any{"type": "object", "minProperties": 1, "additionalProperties": route,
-						"propertyNames": map[string]any{"pattern": serviceNameRE.String()}},
+						"propertyNames": map[string]any{"pattern": serviceNamePattern}},
 				},
 			}
 		} else {
@@ -90,7 +90,7 @@ func (s *schemaBuilder) of(t reflect.Type) map[string]any {
 	case reflect.Map:
 		m := map[string]any{"type": "object", "additionalProperties": s.of(t.Elem())}
 		if t.Elem() == reflect.TypeOf(&Service{}) {
-			m["propertyNames"] = map[string]any{"pattern": serviceNameRE.String()}
+			m["propertyNames"] = map[string]any{"pattern": serviceNamePattern}
 		}
 		return m
 	case reflect.Slice:

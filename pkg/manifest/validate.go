@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,22 +17,17 @@ import (
 // That is the first line of defence against injection; generators quote as
 // well.
 var (
-	serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	dnsLabelRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	identRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,62}$`)
-	tfIdentRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
-	tfAddressRE   = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]"]+$`)
-	unixUserRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	tagRE         = regexp.MustCompile(`^[a-z0-9][a-z0-9_.+-]{0,63}$`)
-	bridgeRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	clientIDRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,255}$`)
-	scopeRE       = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,255}$`)
-	claimRE       = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
-	routePathRE   = regexp.MustCompile(`^/[A-Za-z0-9._~%/-]*$`)
-	headerNameRE  = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
-	baseDNRE      = regexp.MustCompile(`^[A-Za-z]+=[A-Za-z0-9 _.-]+(,[A-Za-z]+=[A-Za-z0-9 _.-]+)*$`)
-	sshKeyRE      = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$`)
+	tfIdentRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+	tfAddressRE = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]"]+$`)
+	unixUserRE  = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	bridgeRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	baseDNRE    = regexp.MustCompile(`^[A-Za-z]+=[A-Za-z0-9 _.-]+(,[A-Za-z]+=[A-Za-z0-9 _.-]+)*$`)
+	sshKeyRE    = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$`)
 )
+
+// serviceNamePattern is isServiceName as a regular expression, for the
+// JSON Schema.
+const serviceNamePattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 
 // Dependency is one edge of the dependency graph: the service needs Service
 // to be healthy first.
@@ -41,8 +37,21 @@ type Dependency struct {
 	// Reasons say why, first the explicit one: "depends_on", "auth
 	// provider", "database host", "forward_auth upstream", "reverse proxy".
 	Reasons []string
-	// Path is the manifest field the first reason comes from.
-	Path string
+	at      lazyPath // where the first reason comes from
+	index   int      // the depends_on index, or -1
+}
+
+// Location is the manifest field the first reason comes from, e.g.
+// services.vaultwarden.depends_on[2].
+func (d Dependency) Location() Path {
+	p := d.at.parent
+	if d.at.field != "" {
+		p = p.Key(d.at.field)
+	}
+	if d.index >= 0 {
+		p = p.Index(d.index)
+	}
+	return p
 }
 
 // Has reports whether reason is among the dependency's reasons.
@@ -109,17 +118,19 @@ func (m *Manifest) Enabled() []*Service {
 		return out[i].Core // a name in both sections: the core one first
 	})
 	m.enabled = out
+	m.byName = make(map[string]*Service, len(out))
+	for _, s := range out {
+		if _, dup := m.byName[s.Name]; !dup {
+			m.byName[s.Name] = s
+		}
+	}
 	return out
 }
 
 // Service returns the enabled service called name, or nil.
 func (m *Manifest) Service(name string) *Service {
-	for _, s := range m.Enabled() {
-		if s.Name == name {
-			return s
-		}
-	}
-	return nil
+	m.Enabled()
+	return m.byName[name]
 }
 
 // Path returns the manifest path of the service, e.g. services.vaultwarden.
@@ -147,10 +158,10 @@ func (v *validator) network() {
 	} else {
 		v.cidr = pfx
 	}
-	v.ipInNetwork(p.Key("gateway"), n.Gateway, true)
-	v.ipInNetwork(p.Key("dns_server"), n.DNSServer, true)
+	v.ipInNetwork(p, "gateway", n.Gateway, true)
+	v.ipInNetwork(p, "dns_server", n.DNSServer, true)
 	if n.Domain != "" {
-		v.dnsName(p.Key("domain"), n.Domain)
+		v.dnsName(p, "domain", n.Domain)
 	}
 	if n.VLANTag < 0 || n.VLANTag > 4094 {
 		v.diags.Addf(p.Key("vlan_tag"), "%d is outside 1-4094 (0 for none)", n.VLANTag)
@@ -158,7 +169,7 @@ func (v *validator) network() {
 	if !bridgeRE.MatchString(n.Bridge) {
 		v.diags.Addf(p.Key("bridge"), "%q is not a Linux interface name", n.Bridge)
 	}
-	if !serviceNameRE.MatchString(n.ReverseProxy) {
+	if !isServiceName(n.ReverseProxy) {
 		v.diags.Addf(p.Key("reverse_proxy"), "%q is not a service name", n.ReverseProxy)
 	}
 	for _, user := range sortedMapKeys(n.SSHKeys) {
@@ -185,25 +196,26 @@ func (v *validator) network() {
 }
 
 // ipInNetwork checks an IPv4 address and that it lies in network_cidr.
-func (v *validator) ipInNetwork(p Path, ip string, required bool) (netip.Addr, bool) {
+func (v *validator) ipInNetwork(parent Path, field, ip string, required bool) (netip.Addr, bool) {
+	p := lazyPath{parent, field}
 	if ip == "" {
 		if required {
-			v.diags.Addf(p, "is required")
+			v.diags.Addf(p.Path(), "is required")
 		}
 		return netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(ip)
 	if err != nil || !a.Is4() {
-		v.diags.Addf(p, "%q is not an IPv4 address", ip)
+		v.diags.Addf(p.Path(), "%q is not an IPv4 address", ip)
 		return netip.Addr{}, false
 	}
 	if v.cidr.IsValid() {
 		if !v.cidr.Contains(a) {
-			v.diags.Addf(p, "%s is outside network.network_cidr %s", ip, v.cidr)
+			v.diags.Addf(p.Path(), "%s is outside network.network_cidr %s", ip, v.cidr)
 			return a, false
 		}
 		if a == v.cidr.Addr() || (v.cidr.Bits() < 31 && a == broadcast(v.cidr)) {
-			v.diags.Addf(p, "%s is the network's own network or broadcast address", ip)
+			v.diags.Addf(p.Path(), "%s is the network's own network or broadcast address", ip)
 			return a, false
 		}
 	}
@@ -218,9 +230,10 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
-func (v *validator) dnsName(p Path, name string) bool {
+func (v *validator) dnsName(parent Path, field, name string) bool {
+	p := lazyPath{parent, field}
 	if !isDNSName(name) {
-		v.diags.Addf(p, "%q is not a valid DNS name", truncate(name, 80))
+		v.diags.Addf(p.Path(), "%q is not a valid DNS name", truncate(name, 80))
 		return false
 	}
 	return true
@@ -233,7 +246,7 @@ func isDNSName(s string) bool {
 		return false
 	}
 	for _, l := range strings.Split(s, ".") {
-		if !dnsLabelRE.MatchString(l) {
+		if !isDNSLabel(l) {
 			return false
 		}
 	}
@@ -252,7 +265,7 @@ func (v *validator) collect() {
 			if s == nil {
 				continue // null: absent, like every null (or a type error already reported)
 			}
-			if !serviceNameRE.MatchString(name) {
+			if !isServiceName(name) {
 				v.diags.Addf(p, "service name %q is not a DNS label (lower-case letters, digits and inner hyphens, at most 63)", truncate(name, 80))
 			}
 			if prev, dup := v.all[name]; dup {
@@ -288,14 +301,15 @@ func (v *validator) collect() {
 
 func (v *validator) globals() {
 	m := v.m
-	v.intRange(Path{"health_check_timeout"}, m.HealthCheckTimeout, 1, 86400)
-	v.intRange(Path{"retry_attempts"}, m.RetryAttempts, 0, 100)
-	v.intRange(Path{"retry_delay"}, m.RetryDelay, 0, 3600)
+	v.intRange(nil, "health_check_timeout", m.HealthCheckTimeout, 1, 86400)
+	v.intRange(nil, "retry_attempts", m.RetryAttempts, 0, 100)
+	v.intRange(nil, "retry_delay", m.RetryDelay, 0, 3600)
 }
 
-func (v *validator) intRange(p Path, n, lo, hi int) {
+func (v *validator) intRange(parent Path, field string, n, lo, hi int) {
+	p := lazyPath{parent, field}
 	if n < lo || n > hi {
-		v.diags.Addf(p, "%d is outside %d-%d", n, lo, hi)
+		v.diags.Addf(p.Path(), "%d is outside %d-%d", n, lo, hi)
 	}
 }
 
@@ -304,24 +318,24 @@ func (v *validator) service(s *Service) {
 		return // a duplicate name, reported by collect
 	}
 	p := s.Path()
-	v.ipInNetwork(p.Key("ip"), s.IP, true)
+	v.ipInNetwork(p, "ip", s.IP, true)
 	if s.IP != "" && s.IP == v.m.Network.Gateway {
 		v.diags.Addf(p.Key("ip"), "%s is the gateway's address", s.IP)
 	}
 	if s.Hostname == "" {
 		v.diags.Addf(p.Key("hostname"), "is required")
 	} else {
-		v.dnsName(p.Key("hostname"), s.Hostname)
+		v.dnsName(p, "hostname", s.Hostname)
 	}
 	if s.VMID != 0 {
-		v.intRange(p.Key("vmid"), s.VMID, 100, 999999999)
+		v.intRange(p, "vmid", s.VMID, 100, 999999999)
 	}
 	if strings.IndexFunc(s.Version, unicode.IsControl) >= 0 {
 		v.diags.Addf(p.Key("version"), "must not contain control characters")
 	}
-	v.intRange(p.Key("resources").Key("cores"), s.Resources.Cores, 1, 512)
-	v.intRange(p.Key("resources").Key("memory"), s.Resources.Memory, 16, 4<<20)
-	v.intRange(p.Key("resources").Key("disk_gb"), s.Resources.DiskGB, 1, 1<<16)
+	v.intRange(p, "resources.cores", s.Resources.Cores, 1, 512)
+	v.intRange(p, "resources.memory", s.Resources.Memory, 16, 4<<20)
+	v.intRange(p, "resources.disk_gb", s.Resources.DiskGB, 1, 1<<16)
 	seen := map[int]bool{}
 	for i, port := range s.Ports {
 		if port < 1 || port > 65535 {
@@ -332,7 +346,7 @@ func (v *validator) service(s *Service) {
 		seen[port] = true
 	}
 	for i, t := range s.Tags {
-		if !tagRE.MatchString(t) {
+		if !isTag(t) {
 			v.diags.Addf(p.Key("tags").Index(i), "tag %q must be lower-case letters, digits, and _ . + - inside", truncate(t, 80))
 		}
 	}
@@ -422,7 +436,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 		}
 	}
 	if a.ForwardAuthUpstream != "" {
-		if host, ok := v.hostPort(p.Key("forward_auth_upstream"), a.ForwardAuthUpstream); ok {
+		if host, ok := v.hostPort(p, "forward_auth_upstream", a.ForwardAuthUpstream); ok {
 			if t := v.lookupHost(host); isLocal(host) {
 				// The provider's own container: no edge beyond the provider's.
 			} else if t == nil {
@@ -452,7 +466,7 @@ func (v *validator) provider(p Path, s *Service, name string) *Service {
 }
 
 func (v *validator) oidc(p Path, o *OIDC) {
-	if o.ClientID != "" && !clientIDRE.MatchString(o.ClientID) {
+	if o.ClientID != "" && !clientChars.all(o.ClientID, 1, 255) {
 		v.diags.Addf(p.Key("client_id"), "%q may hold only letters, digits, '.', '_' and '-'", truncate(o.ClientID, 80))
 	}
 	if len(o.RedirectURIs) == 0 {
@@ -464,14 +478,14 @@ func (v *validator) oidc(p Path, o *OIDC) {
 		}
 	}
 	for i, sc := range o.Scopes {
-		if !scopeRE.MatchString(sc) {
+		if !scopeChars.all(sc, 1, 255) {
 			v.diags.Addf(p.Key("scopes").Index(i), "%q is not a scope name", truncate(sc, 80))
 		}
 	}
-	if !claimRE.MatchString(o.UsernameClaim) {
+	if !claimChars.all(o.UsernameClaim, 1, 255) {
 		v.diags.Addf(p.Key("username_claim"), "%q is not a claim name", truncate(o.UsernameClaim, 80))
 	}
-	if !claimRE.MatchString(o.GroupsClaim) {
+	if !claimChars.all(o.GroupsClaim, 1, 255) {
 		v.diags.Addf(p.Key("groups_claim"), "%q is not a claim name", truncate(o.GroupsClaim, 80))
 	}
 }
@@ -511,10 +525,11 @@ func isIP(s string) bool {
 }
 
 // hostPort checks "host:port" and returns the host.
-func (v *validator) hostPort(p Path, s string) (string, bool) {
+func (v *validator) hostPort(parent Path, field, s string) (string, bool) {
+	p := lazyPath{parent, field}
 	host, _, problem := splitHostPort(s)
 	if problem != "" {
-		v.diags.Addf(p, "%q %s", truncate(s, 80), problem)
+		v.diags.Addf(p.Path(), "%q %s", truncate(s, 80), problem)
 		return "", false
 	}
 	return host, true
@@ -558,17 +573,17 @@ func (v *validator) db(p Path, s *Service, db *DB, key string) {
 	}
 	if db.Name == "" {
 		v.diags.Addf(p.Key("name"), "is required")
-	} else if !identRE.MatchString(db.Name) {
+	} else if !isIdent(db.Name) {
 		v.diags.Addf(p.Key("name"), "%q is not a database name (letters, digits, _ and -, at most 63, not starting with a digit)", truncate(db.Name, 80))
 	}
 	if db.Owner == "" {
 		db.Owner = db.Name
-	} else if !identRE.MatchString(db.Owner) {
+	} else if !isIdent(db.Owner) {
 		v.diags.Addf(p.Key("owner"), "%q is not a role name (letters, digits, _ and -, at most 63, not starting with a digit)", truncate(db.Owner, 80))
 	}
-	v.intRange(p.Key("port"), db.Port, 1, 65535)
+	v.intRange(p, "port", db.Port, 1, 65535)
 	for i, extra := range db.AdditionalDBs {
-		if !identRE.MatchString(extra) {
+		if !isIdent(extra) {
 			v.diags.Addf(p.Key("additionaldbs").Index(i), "%q is not a database name", truncate(extra, 80))
 		}
 	}
@@ -621,25 +636,25 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 		rp := p
 		if px.Named {
 			rp = p.Key(r.Name)
-			if !serviceNameRE.MatchString(r.Name) {
+			if !isServiceName(r.Name) {
 				v.diags.Addf(rp, "route name %q is not a DNS label", truncate(r.Name, 80))
 			}
 		}
 		if r.Domain == "" {
 			v.diags.Addf(rp.Key("domain"), "is required")
 		} else {
-			v.dnsName(rp.Key("domain"), r.Domain)
+			v.dnsName(rp, "domain", r.Domain)
 		}
-		if !routePathRE.MatchString(r.Path) {
+		if !isRoutePath(r.Path) {
 			v.diags.Addf(rp.Key("path"), "%q must start with / and hold only letters, digits and . _ ~ %% / -", truncate(r.Path, 80))
 		}
 		if r.Upstream == "" {
 			v.diags.Addf(rp.Key("upstream"), "is required")
 		} else {
-			v.hostPort(rp.Key("upstream"), r.Upstream)
+			v.hostPort(rp, "upstream", r.Upstream)
 		}
 		for _, h := range sortedMapKeys(r.Headers) {
-			if !headerNameRE.MatchString(h) {
+			if !headerChars.all(h, 1, 128) {
 				v.diags.Addf(rp.Key("headers").Key(h), "%q is not a header name", truncate(h, 80))
 			}
 			if strings.IndexFunc(r.Headers[h], unicode.IsControl) >= 0 {
@@ -680,10 +695,10 @@ func (v *validator) health(p Path, h *Health) {
 			v.diags.Addf(p.Key(c.name), "must not contain NUL bytes")
 		}
 	}
-	v.intRange(p.Key("interval"), h.Interval, 1, 86400)
-	v.intRange(p.Key("timeout"), h.Timeout, 1, 86400)
-	v.intRange(p.Key("retries"), h.Retries, 0, 100)
-	v.intRange(p.Key("start_period"), h.StartPeriod, 0, 86400)
+	v.intRange(p, "interval", h.Interval, 1, 86400)
+	v.intRange(p, "timeout", h.Timeout, 1, 86400)
+	v.intRange(p, "retries", h.Retries, 0, 100)
+	v.intRange(p, "start_period", h.StartPeriod, 0, 86400)
 }
 
 // duplicates reports IPs, hostnames, vmids, route domain+path pairs and
@@ -731,7 +746,7 @@ func (v *validator) duplicates(enabled []*Service) {
 				if d.DB.server == nil || name == "" || d.DB.Mode == "standalone" {
 					continue
 				}
-				check(dbs, fmt.Sprintf("%q on %s", name, d.DB.server.Name), "database", d.Path.Key("name"), s.Name)
+				check(dbs, strconv.Quote(name)+" on "+d.DB.server.Name, "database", d.Path.Key("name"), s.Name)
 			}
 		}
 	}
@@ -768,25 +783,32 @@ func (v *validator) dependencies(s *Service) {
 	if v.byName[s.Name] != s {
 		return
 	}
-	p := s.Path().Key("depends_on")
-	seen := map[string]bool{}
+	p := s.Path()
+	seen := make(map[string]bool, len(s.DependsOn))
 	for i, d := range s.DependsOn {
-		dp := p.Index(i)
 		switch t, ok := v.byName[d]; {
 		case seen[d]:
-			v.diags.Addf(dp, "%q is listed twice", d)
+			v.diags.Addf(p.Key("depends_on").Index(i), "%q is listed twice", d)
 		case d == s.Name:
-			v.diags.Addf(dp, "a service cannot depend on itself")
+			v.diags.Addf(p.Key("depends_on").Index(i), "a service cannot depend on itself")
 		case !ok && v.all[d] != nil:
-			v.diags.Addf(dp, "%q is disabled; enable it or remove the dependency", d)
+			v.diags.Addf(p.Key("depends_on").Index(i), "%q is disabled; enable it or remove the dependency", d)
 		case !ok:
-			v.diags.Addf(dp, "unknown service %q%s", d, didYouMean(d, v.names))
+			v.diags.Addf(p.Key("depends_on").Index(i), "unknown service %q%s", d, didYouMean(d, v.names))
 		default:
-			v.addDep(s, t.Name, "depends_on", dp)
+			s.deps = append(s.deps, Dependency{Service: t.Name, Reasons: reasonList["depends_on"], at: lazyPath{p, "depends_on"}, index: i})
 		}
 		seen[d] = true
 	}
-	sort.SliceStable(s.deps, func(i, j int) bool { return s.deps[i].Service < s.deps[j].Service })
+	// One Dependency per service, its reasons in the order found but with
+	// the explicit depends_on first (and its path), since that is what the
+	// user wrote.
+	slices.SortStableFunc(s.deps, func(a, b Dependency) int {
+		if c := strings.Compare(a.Service, b.Service); c != 0 {
+			return c
+		}
+		return boolRank(b.Reasons[0] == "depends_on") - boolRank(a.Reasons[0] == "depends_on")
+	})
 	out := s.deps[:0]
 	for _, d := range s.deps {
 		if n := len(out); n > 0 && out[n-1].Service == d.Service {
@@ -803,27 +825,41 @@ func (v *validator) dependencies(s *Service) {
 	}
 	for _, d := range s.deps {
 		if t := v.byName[d.Service]; t != nil && !t.Core {
-			v.diags.Addf(pathOf(d.Path), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons, ", "))
+			v.diags.Addf(d.Location(), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons, ", "))
 		}
 	}
 }
 
 func (v *validator) addDep(s *Service, on, reason string, p Path) {
-	d := Dependency{Service: on, Reasons: []string{reason}, Path: p.String()}
-	// Explicit edges first, so that "depends_on" leads where both apply.
-	if reason == "depends_on" {
-		s.deps = append([]Dependency{d}, s.deps...)
-		return
-	}
-	s.deps = append(s.deps, d)
+	s.deps = append(s.deps, Dependency{Service: on, Reasons: reasonList[reason], at: lazyPath{p, ""}, index: -1})
 }
 
-func pathOf(s string) Path {
-	if s == "" {
-		return nil
+// reasonList holds one shared single-reason list per reason. Their capacity
+// is their length, so appending a second reason copies rather than writes
+// into the shared array.
+var reasonList = func() map[string][]string {
+	m := map[string][]string{}
+	for _, r := range []string{"depends_on", "auth provider", "database host", "forward_auth upstream", "reverse proxy"} {
+		m[r] = []string{r}
 	}
-	return Path(strings.Split(s, "."))
+	return m
+}()
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
+
+// lazyPath is a field of parent whose Path is only built when a problem is
+// reported there: validation checks far more fields than it reports.
+type lazyPath struct {
+	parent Path
+	field  string
+}
+
+func (l lazyPath) Path() Path { return l.parent.Key(l.field) }
 
 // phases checks deployment_phases against the services; the graph package
 // checks its order against the dependencies.

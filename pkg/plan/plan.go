@@ -85,45 +85,55 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 		services = g.Closure(opts.Services...)
 	}
 
-	p := &Plan{Services: services, core: map[string]bool{}}
-	var steps []Step
-	add := func(phase Phase, service string, needs ...string) string {
-		id := string(phase)
-		if service != "" {
-			id += ":" + service
-		}
-		steps = append(steps, Step{ID: id, Phase: phase, Service: service, Needs: append([]string{}, needs...)})
-		return id
+	p := &Plan{Services: services, core: make(map[string]bool)}
+	b := &builder{
+		verify: make(map[string]int, len(services)),
+		steps:  make([]Step, 0, 2+4*len(services)),
+		needs:  make([][]int, 0, 2+4*len(services)),
 	}
-	verifyID := func(s string) string { return string(Verify) + ":" + s }
 
-	infra := add(TFInfra, "")
-
+	infra := b.add(TFInfra, "")
 	providers := authProviders(m, services)
-	authCore := ""
-	if len(providers) > 0 {
-		authCore = string(TFAuthCore)
-	}
 
-	// Phase 2: core services, each after the core services it needs (and,
-	// for one that is not itself a provider but uses one, after phase 3).
-	for _, name := range services {
-		s := m.Service(name)
-		if !s.Core {
-			continue
+	// Phase 2: core services, each after the core services it needs. A core
+	// service that uses an auth provider (and is not one) needs phase 3
+	// first, and so does every core service that needs it: those come after
+	// tf:auth-core, so that the steps stay in construction order.
+	late := map[string]bool{}
+	core := func(lateOnes bool, authCore int) {
+		for _, name := range services {
+			s := m.Service(name)
+			if !s.Core || late[name] != lateOnes {
+				continue
+			}
+			p.core[name] = true
+			needs := b.base(infra, g.Needs(name))
+			if authCore >= 0 && usesAuth(s) && !contains(providers, name) {
+				needs = append(needs, authCore)
+			}
+			b.verify[name] = b.add(Verify, name, b.add(NixCore, name, needs...))
 		}
-		p.core[name] = true
-		needs := append([]string{infra}, verifies(g.Needs(name), verifyID)...)
-		if usesAuth(s) && authCore != "" && !contains(providers, name) {
-			needs = append(needs, authCore)
-		}
-		add(Verify, name, add(NixCore, name, needs...))
 	}
+	if len(providers) > 0 {
+		for _, name := range services {
+			s := m.Service(name)
+			if !s.Core {
+				continue
+			}
+			late[name] = usesAuth(s) && !contains(providers, name)
+			for _, d := range g.Needs(name) {
+				late[name] = late[name] || late[d]
+			}
+		}
+	}
+	core(false, -1)
 
 	// Phase 3: the auth providers' Terraform, once the providers are up.
-	if authCore != "" {
-		add(TFAuthCore, "", verifies(providers, verifyID)...)
+	authCore := -1
+	if len(providers) > 0 {
+		authCore = b.add(TFAuthCore, "", b.base(-1, providers)...)
 	}
+	core(true, authCore)
 
 	// Phase 4: application services.
 	for _, name := range services {
@@ -131,38 +141,133 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 		if s.Core {
 			continue
 		}
-		base := append([]string{infra}, verifies(g.Needs(name), verifyID)...)
-		if usesAuth(s) && authCore != "" {
+		base := b.base(infra, g.Needs(name))
+		if authCore >= 0 && usesAuth(s) {
 			base = append(base, authCore)
 		}
 		configNeeds := base
 		if tf := s.Interface.Terraform; tf != nil && len(tf.Modules) > 0 {
-			configNeeds = append(append([]string(nil), base...), add(TFServiceInfra, name, base...))
+			configNeeds = append(base[:len(base):len(base)], b.add(TFServiceInfra, name, base...))
 		}
-		last := add(NixServiceConfig, name, configNeeds...)
+		last := b.add(NixServiceConfig, name, configNeeds...)
 		if tf := s.Interface.Terraform; tf != nil && len(tf.ConfigModules) > 0 {
-			last = add(TFServiceConfig, name, last)
+			last = b.add(TFServiceConfig, name, last)
 		}
-		add(Verify, name, last)
+		b.verify[name] = b.add(Verify, name, last)
 	}
 
-	for i := range steps {
-		sort.Strings(steps[i].Needs)
-	}
 	var err error
-	if p.Steps, err = topoSort(steps); err != nil {
+	if p.Steps, err = b.finish(); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func verifies(names []string, id func(string) string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = id(n)
+// builder collects steps with their needs as indices, so that ordering
+// them needs no lookups by ID.
+type builder struct {
+	steps  []Step
+	needs  [][]int
+	verify map[string]int // service -> index of its verify step
+}
+
+func (b *builder) add(phase Phase, service string, needs ...int) int {
+	id := string(phase)
+	if service != "" {
+		id += ":" + service
+	}
+	b.steps = append(b.steps, Step{ID: id, Phase: phase, Service: service})
+	b.needs = append(b.needs, needs)
+	return len(b.steps) - 1
+}
+
+// base is the infra step (unless -1) and the verify step of each service.
+// A service without a verify step yet (only possible for an invalid graph)
+// maps to a need that finish reports.
+func (b *builder) base(infra int, services []string) []int {
+	out := make([]int, 0, len(services)+2)
+	if infra >= 0 {
+		out = append(out, infra)
+	}
+	for _, s := range services {
+		v, ok := b.verify[s]
+		if !ok {
+			v = -1 // finish reports it
+		}
+		out = append(out, v)
 	}
 	return out
 }
+
+// finish orders the steps so that each comes after all it needs, keeping
+// the construction order wherever the needs allow (Kahn's algorithm with
+// the construction index as priority), and fills in Needs as sorted IDs.
+func (b *builder) finish() ([]Step, error) {
+	order := make([]int, 0, len(b.steps))
+	inOrder := true
+	for i, ns := range b.needs {
+		for _, n := range ns {
+			if n < 0 {
+				return nil, fmt.Errorf("internal error: step %s needs a service the plan does not deploy", b.steps[i].ID)
+			}
+			inOrder = inOrder && n < i
+		}
+	}
+	if inOrder {
+		for i := range b.steps {
+			order = append(order, i)
+		}
+	} else {
+		order = kahn(b.needs)
+		if len(order) != len(b.steps) {
+			// Validation rejects every manifest that could get here;
+			// this guards the contract rather than trusting it.
+			return nil, fmt.Errorf("internal error: the plan's steps form a cycle (%d of %d ordered)", len(order), len(b.steps))
+		}
+	}
+	out := make([]Step, len(order))
+	for k, i := range order {
+		s := b.steps[i]
+		s.Needs = make([]string, len(b.needs[i]))
+		for j, n := range b.needs[i] {
+			s.Needs[j] = b.steps[n].ID
+		}
+		sort.Strings(s.Needs)
+		out[k] = s
+	}
+	return out, nil
+}
+
+// kahn returns the indices in topological order, smallest index first
+// among the ready ones; fewer than all of them when there is a cycle.
+func kahn(needs [][]int) []int {
+	pending := make([]int, len(needs))
+	users := make([][]int, len(needs))
+	for i, ns := range needs {
+		pending[i] = len(ns)
+		for _, n := range ns {
+			users[n] = append(users[n], i)
+		}
+	}
+	ready := &intHeap{}
+	for i := range needs {
+		if pending[i] == 0 {
+			heap.Push(ready, i)
+		}
+	}
+	var order []int
+	for ready.Len() > 0 {
+		i := heap.Pop(ready).(int)
+		order = append(order, i)
+		for _, u := range users[i] {
+			if pending[u]--; pending[u] == 0 {
+				heap.Push(ready, u)
+			}
+		}
+	}
+	return order
+}
+
 
 // usesAuth reports whether the service needs an auth provider's resources.
 func usesAuth(s *manifest.Service) bool {
@@ -219,46 +324,6 @@ func selectionError(m *manifest.Manifest, g *graph.Graph, name string) error {
 		msg += fmt.Sprintf("; did you mean %q?", best)
 	}
 	return &SelectionError{msg}
-}
-
-// topoSort orders steps so that each comes after all it needs, keeping the
-// construction order wherever the needs allow (Kahn's algorithm with the
-// construction index as priority).
-func topoSort(steps []Step) ([]Step, error) {
-	idx := make(map[string]int, len(steps))
-	for i, s := range steps {
-		idx[s.ID] = i
-	}
-	pending := make([]int, len(steps))
-	users := make([][]int, len(steps))
-	for i, s := range steps {
-		pending[i] = len(s.Needs)
-		for _, n := range s.Needs {
-			users[idx[n]] = append(users[idx[n]], i)
-		}
-	}
-	ready := &intHeap{}
-	for i := range steps {
-		if pending[i] == 0 {
-			heap.Push(ready, i)
-		}
-	}
-	out := make([]Step, 0, len(steps))
-	for ready.Len() > 0 {
-		i := heap.Pop(ready).(int)
-		out = append(out, steps[i])
-		for _, u := range users[i] {
-			if pending[u]--; pending[u] == 0 {
-				heap.Push(ready, u)
-			}
-		}
-	}
-	if len(out) != len(steps) {
-		// Validation rejects every manifest that could get here; this
-		// guards the contract rather than trusting it.
-		return nil, fmt.Errorf("internal error: the plan's steps form a cycle (%d of %d ordered)", len(out), len(steps))
-	}
-	return out, nil
 }
 
 type intHeap []int
