@@ -1,7 +1,7 @@
 # nixmox — see README.md. `make test` is what CI runs.
 GO        ?= go
 FUZZTIME  ?= 30s
-BENCHTIME ?= 1x
+BENCHTIME ?= 3x
 
 # Commands the tests need, and the Debian packages that provide them.
 TEST_DEPS := nix-instantiate=nix-bin
@@ -36,8 +36,8 @@ bench: deps
 
 ## fuzz: fuzz the loader and validator for FUZZTIME each.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzLoadJSON$$' -fuzztime=$(FUZZTIME) ./pkg/plan
-	$(GO) test -run='^$$' -fuzz='^FuzzLoadYAML$$' -fuzztime=$(FUZZTIME) ./pkg/plan
+	$(GO) test -run='^$$' -fuzz='^FuzzLoadJSON$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./pkg/plan
+	$(GO) test -run='^$$' -fuzz='^FuzzLoadYAML$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./pkg/plan
 
 ## docs: regenerate docs/manifest.md and docs/cli/ from the code.
 docs:

@@ -22,10 +22,11 @@ func TestCharsetsMatchRegexps(t *testing.T) {
 		{`^/[A-Za-z0-9._~%/-]*$`, isRoutePath},
 		{`^[A-Za-z0-9_.:/-]{1,255}$`, func(s string) bool { return scopeChars.all(s, 1, 255) }},
 		{`^[A-Za-z0-9-]{1,128}$`, func(s string) bool { return headerChars.all(s, 1, 128) }},
+		{`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`, isDNSName},
 	}
 	const alphabet = "aZz09-_./:%~+@ $\"'\n{}é"
 	rng := rand.New(rand.NewPCG(1, 2))
-	inputs := []string{"", "-", "a", "a-", "-a", strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65), "/"}
+	inputs := []string{"", "-", "a", "a-", "-a", "a.", ".a", "a..b", "a.b", "a.b-.c", strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65), "/"}
 	for i := 0; i < 20000; i++ {
 		var b strings.Builder
 		for n := rng.IntN(12); n > 0; n-- {

@@ -287,26 +287,26 @@ func (d *decoder) decodeStruct(out reflect.Value) error {
 	if _, err := d.dec.ReadToken(); err != nil {
 		return err
 	}
+	return d.structMembers(out, "", false)
+}
+
+// structMembers decodes the members of an object whose '{' has been read,
+// up to and including its '}'. When haveFirst is set, the name of the first
+// member has been read too: first.
+func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool) error {
 	st := structOf(out.Type())
-	for d.dec.PeekKind() != '}' {
-		raw, err := d.dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		// Look the name up without allocating a string for it: almost
-		// every name is a known field.
-		f, ok := st.byName[string(raw[1:len(raw)-1])]
-		k := f.name
-		if !ok || bytes.IndexByte(raw, '\\') >= 0 {
-			name, err := jsontext.AppendUnquote(nil, raw)
-			if err != nil {
+	for haveFirst || d.dec.PeekKind() != '}' {
+		k := first
+		if !haveFirst {
+			var err error
+			if k, err = d.readName(st); err != nil {
 				return err
 			}
-			k = string(name)
-			f, ok = st.byName[k]
 		}
+		haveFirst = false
 		d.push(k)
-		if !ok {
+		var err error
+		if f, ok := st.byName[k]; !ok {
 			d.errorf("unknown field %q%s", k, didYouMean(k, st.names))
 			err = d.dec.SkipValue()
 		} else {
@@ -324,6 +324,23 @@ func (d *decoder) decodeStruct(out reflect.Value) error {
 	}
 	_, err := d.dec.ReadToken()
 	return err
+}
+
+// readName reads an object member's name. A name that is one of st's
+// fields is returned as the field's own string, without allocating: almost
+// every name is.
+func (d *decoder) readName(st *structInfo) (string, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		if f, ok := st.byName[string(raw[1:len(raw)-1])]; ok {
+			return f.name, nil
+		}
+	}
+	name, err := jsontext.AppendUnquote(nil, raw)
+	return string(name), err
 }
 
 // typeError records that the next value is not what was wanted, and skips

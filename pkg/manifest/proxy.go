@@ -1,11 +1,8 @@
 package manifest
 
 import (
-	"bytes"
 	"reflect"
 	"sort"
-
-	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Proxy is how the reverse proxy reaches a service. In the manifest it is
@@ -43,65 +40,57 @@ var routeKeys = func() map[string]bool {
 	return keys
 }()
 
-// decodeStream implements streamDecoder: it tells the two forms apart and
-// decodes the one the manifest used.
+// decodeStream implements streamDecoder: it tells the two forms apart by
+// the first member and decodes the one the manifest used. An object whose
+// first member is a route field, or not an object, is one route; otherwise
+// every member is a named route.
 func (p *Proxy) decodeStream(d *decoder) error {
 	if d.dec.PeekKind() != '{' {
 		return d.typeError("an object (one route, or named routes)")
 	}
-	raw, err := d.dec.ReadValue()
+	if _, err := d.dec.ReadToken(); err != nil {
+		return err
+	}
+	single := &Route{}
+	applyDefaults(reflect.ValueOf(single).Elem())
+	if d.dec.PeekKind() == '}' {
+		p.Routes = []*Route{single}
+		_, err := d.dec.ReadToken()
+		return err
+	}
+	first, err := d.readName(structOf(typeOfRoute))
 	if err != nil {
 		return err
 	}
-	raw = bytes.Clone(raw) // ReadValue's bytes are only valid until the next read
-	p.Named = isNamedRoutes(raw)
-	sub := &decoder{dec: jsontext.NewDecoder(bytes.NewReader(raw)), stack: append([]string(nil), d.stack...)}
-	defer func() { d.diags = append(d.diags, sub.diags...) }()
-	if !p.Named {
-		r := &Route{}
+	if routeKeys[first] || d.dec.PeekKind() != '{' {
+		p.Routes = []*Route{single}
+		return d.structMembers(reflect.ValueOf(single).Elem(), first, true)
+	}
+	p.Named = true
+	for name := first; ; {
+		r := &Route{Name: name}
 		applyDefaults(reflect.ValueOf(r).Elem())
-		p.Routes = []*Route{r}
-		return sub.decode(reflect.ValueOf(r).Elem())
-	}
-	if _, err := sub.dec.ReadToken(); err != nil {
-		return err
-	}
-	for sub.dec.PeekKind() != '}' {
-		tok, err := sub.dec.ReadToken()
+		d.push(name)
+		if d.dec.PeekKind() == '{' {
+			err = d.decode(reflect.ValueOf(r).Elem())
+			p.Routes = append(p.Routes, r)
+		} else {
+			err = d.typeError("a route object (the proxy's first member is a named route, so all are)")
+		}
+		d.pop()
 		if err != nil {
 			return err
 		}
-		r := &Route{Name: tok.String()}
-		applyDefaults(reflect.ValueOf(r).Elem())
-		sub.push(r.Name)
-		err = sub.decode(reflect.ValueOf(r).Elem())
-		sub.pop()
+		if d.dec.PeekKind() == '}' {
+			break
+		}
+		tok, err := d.dec.ReadToken()
 		if err != nil {
 			return err
 		}
-		p.Routes = append(p.Routes, r)
+		name = tok.String()
 	}
 	sort.Slice(p.Routes, func(i, j int) bool { return p.Routes[i].Name < p.Routes[j].Name })
-	return nil
-}
-
-// isNamedRoutes reports whether the object raw is a map of named routes: not
-// empty, no key is a route field, and every value is an object.
-func isNamedRoutes(raw []byte) bool {
-	dec := jsontext.NewDecoder(bytes.NewReader(raw))
-	if _, err := dec.ReadToken(); err != nil {
-		return false
-	}
-	n := 0
-	for dec.PeekKind() != '}' {
-		tok, err := dec.ReadToken()
-		if err != nil || routeKeys[tok.String()] || dec.PeekKind() != '{' {
-			return false
-		}
-		if dec.SkipValue() != nil {
-			return false
-		}
-		n++
-	}
-	return n > 0
+	_, err = d.dec.ReadToken()
+	return err
 }

@@ -245,10 +245,12 @@ func isDNSName(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
-		if !isDNSLabel(l) {
-			return false
+	for s != "" {
+		label, rest, _ := strings.Cut(s, ".")
+		if !isDNSLabel(label) || (rest == "" && len(label) < len(s)) {
+			return false // a bad label, or a trailing dot
 		}
+		s = rest
 	}
 	return true
 }
@@ -704,40 +706,39 @@ func (v *validator) health(p Path, h *Health) {
 // duplicates reports IPs, hostnames, vmids, route domain+path pairs and
 // databases that two enabled services share.
 func (v *validator) duplicates(enabled []*Service) {
-	type owner struct {
-		path Path
-		svc  string
-	}
-	check := func(seen map[string]owner, key, what string, p Path, svc string) {
+	// Paths are built only for the duplicates found.
+	check := func(seen map[string]lazyPath, key, what string, p lazyPath) {
 		if prev, dup := seen[key]; dup {
-			v.diags.Addf(p, "%s %s is already used by %s", what, key, prev.path)
+			v.diags.Addf(p.Path(), "%s %s is already used by %s", what, key, prev.Path())
 			return
 		}
-		seen[key] = owner{p, svc}
+		seen[key] = p
 	}
-	ips, hosts, vmids, routes, dbs := map[string]owner{}, map[string]owner{}, map[string]owner{}, map[string]owner{}, map[string]owner{}
+	n := len(enabled)
+	ips, hosts, vmids := make(map[string]lazyPath, n), make(map[string]lazyPath, n), make(map[string]lazyPath, n)
+	routes, dbs := make(map[string]lazyPath, n), make(map[string]lazyPath, n)
 	for _, s := range enabled {
 		if v.byName[s.Name] != s {
 			continue
 		}
 		p := s.Path()
 		if s.IP != "" {
-			check(ips, s.IP, "IP", p.Key("ip"), s.Name)
+			check(ips, s.IP, "IP", lazyPath{p, "ip"})
 		}
 		if s.Hostname != "" {
-			check(hosts, strings.ToLower(s.Hostname), "hostname", p.Key("hostname"), s.Name)
+			check(hosts, strings.ToLower(s.Hostname), "hostname", lazyPath{p, "hostname"})
 		}
 		if s.VMID != 0 {
-			check(vmids, strconv.Itoa(s.VMID), "vmid", p.Key("vmid"), s.Name)
+			check(vmids, strconv.Itoa(s.VMID), "vmid", lazyPath{p, "vmid"})
 		}
 		if px := s.Interface.Proxy; px != nil {
 			for _, r := range px.Routes {
-				rp := p.Key("interface").Key("proxy")
+				field := "interface.proxy.domain"
 				if px.Named {
-					rp = rp.Key(r.Name)
+					field = "interface.proxy." + r.Name + ".domain"
 				}
 				if r.Domain != "" {
-					check(routes, strings.ToLower(r.Domain)+r.Path, "route", rp.Key("domain"), s.Name)
+					check(routes, strings.ToLower(r.Domain)+r.Path, "route", lazyPath{p, field})
 				}
 			}
 		}
@@ -746,7 +747,7 @@ func (v *validator) duplicates(enabled []*Service) {
 				if d.DB.server == nil || name == "" || d.DB.Mode == "standalone" {
 					continue
 				}
-				check(dbs, strconv.Quote(name)+" on "+d.DB.server.Name, "database", d.Path.Key("name"), s.Name)
+				check(dbs, strconv.Quote(name)+" on "+d.DB.server.Name, "database", lazyPath{d.Path, "name"})
 			}
 		}
 	}
@@ -784,10 +785,9 @@ func (v *validator) dependencies(s *Service) {
 		return
 	}
 	p := s.Path()
-	seen := make(map[string]bool, len(s.DependsOn))
 	for i, d := range s.DependsOn {
 		switch t, ok := v.byName[d]; {
-		case seen[d]:
+		case slices.Contains(s.DependsOn[:i], d):
 			v.diags.Addf(p.Key("depends_on").Index(i), "%q is listed twice", d)
 		case d == s.Name:
 			v.diags.Addf(p.Key("depends_on").Index(i), "a service cannot depend on itself")
@@ -798,7 +798,6 @@ func (v *validator) dependencies(s *Service) {
 		default:
 			s.deps = append(s.deps, Dependency{Service: t.Name, Reasons: reasonList["depends_on"], at: lazyPath{p, "depends_on"}, index: i})
 		}
-		seen[d] = true
 	}
 	// One Dependency per service, its reasons in the order found but with
 	// the explicit depends_on first (and its path), since that is what the

@@ -1,7 +1,7 @@
 // Package nix runs the Nix command-line tools that nixmox needs.
 //
-// It follows terraform-exec's pattern: exec.CommandContext with a SIGINT
-// Cancel and a WaitDelay, machine-readable output (--json) and, on failure,
+// It follows terraform-exec's pattern: exec.CommandContext with a Cancel
+// signal and a WaitDelay, machine-readable output (--json) and, on failure,
 // the program's own stderr in the error.
 package nix
 
@@ -59,8 +59,10 @@ func (r Runner) EvalJSON(ctx context.Context, path string) ([]byte, error) {
 
 	// The path is absolute, so it can never be read as an option.
 	cmd := exec.CommandContext(ctx, bin, "--eval", "--strict", "--json", abs)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
-	cmd.WaitDelay = 5 * time.Second
+	// Evaluation has no side effects to clean up, and Nix 2.8 does not
+	// act on SIGINT while evaluating: ask with SIGTERM, kill after a second.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -1,0 +1,63 @@
+package nix_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixmox/nixmox/pkg/nix"
+)
+
+func write(t *testing.T, src string) string {
+	t.Helper()
+	if _, err := exec.LookPath("nix-instantiate"); err != nil {
+		t.Skip("needs nix-instantiate (make test installs nix-bin)")
+	}
+	f := filepath.Join(t.TempDir(), "m.nix")
+	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestEvalJSON(t *testing.T) {
+	f := write(t, `let x = 20; in { a = x + 22; b = [ "s" null true ]; }`)
+	out, err := nix.Runner{}.EvalJSON(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(out)), `{"a":42,"b":["s",null,true]}`; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+// TestEvalTimeout: an evaluation that runs past EvalTimeout is stopped and
+// reported as such.
+func TestEvalTimeout(t *testing.T) {
+	f := write(t, `builtins.foldl' (a: b: a + b) 0 (builtins.genList (x: x) 1000000000)`)
+	_, err := nix.Runner{EvalTimeout: 300 * time.Millisecond}.EvalJSON(context.Background(), f)
+	var ee *nix.EvalError
+	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "did not finish within 300ms") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+// TestPathIsNotAnOption: a manifest whose name starts with '-' is still read
+// as a file.
+func TestPathIsNotAnOption(t *testing.T) {
+	f := write(t, `{ ok = true; }`)
+	dash := filepath.Join(filepath.Dir(f), "--help.nix")
+	if err := os.Rename(f, dash); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(dash))
+	out, err := nix.Runner{}.EvalJSON(context.Background(), "--help.nix")
+	if err != nil || strings.TrimSpace(string(out)) != `{"ok":true}` {
+		t.Fatalf("out=%s err=%v", out, err)
+	}
+}
