@@ -99,6 +99,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 	root.AddCommand(
 		newValidateCmd(f),
 		newPlanCmd(f),
+		newGenerateCmd(f),
 		newSchemaCmd(f),
 	)
 	return root

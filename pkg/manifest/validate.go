@@ -717,6 +717,11 @@ func (v *validator) duplicates(enabled []*Service) {
 	n := len(enabled)
 	ips, hosts, vmids := make(map[string]lazyPath, n), make(map[string]lazyPath, n), make(map[string]lazyPath, n)
 	routes, dbs := make(map[string]lazyPath, n), make(map[string]lazyPath, n)
+	type siteTLS struct {
+		tls bool
+		at  lazyPath
+	}
+	tlsOf := make(map[string]siteTLS, n)
 	for _, s := range enabled {
 		if v.byName[s.Name] != s {
 			continue
@@ -739,6 +744,14 @@ func (v *validator) duplicates(enabled []*Service) {
 				}
 				if r.Domain != "" {
 					check(routes, strings.ToLower(r.Domain)+r.Path, "route", lazyPath{p, field})
+					// One site per domain: its routes must agree on TLS.
+					d := strings.ToLower(r.Domain)
+					if prev, ok := tlsOf[d]; ok && prev.tls != r.TLS {
+						v.diags.Addf(lazyPath{p, strings.TrimSuffix(field, "domain") + "tls"}.Path(),
+							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.at.Path(), prev.tls)
+					} else if !ok {
+						tlsOf[d] = siteTLS{r.TLS, lazyPath{p, field}}
+					}
 				}
 			}
 		}

@@ -126,6 +126,8 @@ func TestBrokenManifests(t *testing.T) {
 			[]string{`core_services.caddy.vmid: 99 is outside 100-999999999`}},
 		{"duplicate proxy domain and path", `{"services": {"media": {"interface": {"proxy": {"jellyfin": {"domain": "vault.lab.test"}}}}}}`,
 			[]string{`services.vaultwarden.interface.proxy.domain: route vault.lab.test/ is already used by services.media.interface.proxy.jellyfin.domain`}},
+		{"routes of one domain disagree on TLS", `{"services": {"media": {"interface": {"proxy": {"jellyfin": {"domain": "vault.lab.test", "path": "/media", "tls": false}}}}}}`,
+			[]string{`services.vaultwarden.interface.proxy.tls: is true, but services.media.interface.proxy.jellyfin.domain serves the same domain with tls = false`}},
 		{"depends_on unknown service", `{"services": {"vaultwarden": {"depends_on": ["postgres"]}}}`,
 			[]string{`services.vaultwarden.depends_on[0]: unknown service "postgres"; did you mean "postgresql"?`}},
 		{"depends_on disabled service", `{"services": {"media": {"enable": false}, "vaultwarden": {"depends_on": ["media"]}}}`,
