@@ -268,7 +268,6 @@ func kahn(needs [][]int) []int {
 	return order
 }
 
-
 // usesAuth reports whether the service needs an auth provider's resources.
 func usesAuth(s *manifest.Service) bool {
 	for _, d := range s.Dependencies() {

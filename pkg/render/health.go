@@ -30,7 +30,7 @@ func (r *renderer) health() error {
 	})
 }
 
-// shQuote quotes s for POSIX sh: single quotes, with each ' written '\''.
+// shQuote quotes s for POSIX sh: single quotes, with each ' written '\”.
 func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
