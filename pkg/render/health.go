@@ -30,7 +30,8 @@ func (r *renderer) health() error {
 	})
 }
 
-// shQuote quotes s for POSIX sh: single quotes, with each ' written '\”.
+// shQuote quotes s for POSIX sh: in single quotes, each quote inside
+// closed, escaped with a backslash and reopened.
 func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

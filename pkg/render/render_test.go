@@ -1,0 +1,181 @@
+package render_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/tfcheck"
+	"github.com/nixmox/nixmox/pkg/graph"
+	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/render"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// fixture is one manifest and its rendered tree.
+type fixture struct {
+	name string
+	file string
+	g    *graph.Graph
+	tree render.Tree
+}
+
+func load(t testing.TB, file string) *graph.Graph {
+	t.Helper()
+	m, err := manifest.Loader{}.Load(context.Background(), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := graph.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// renderAll renders every fixture as `generate -o out` would from this
+// directory.
+func renderAll(t *testing.T) []fixture {
+	t.Helper()
+	fixtures.NeedNix(t)
+	var out []fixture
+	for _, f := range fixtures.Manifests(t) {
+		g := load(t, f)
+		tree, err := render.Render(g, render.Options{ManifestDir: filepath.Dir(f), OutDir: "out"})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		// examples/homelab.nix -> examples-homelab-nix; the shared fixtures
+		// (../shared/manifests) -> shared-...
+		origin := filepath.Base(filepath.Dir(f))
+		if origin == "manifests" {
+			origin = "shared"
+		}
+		name := origin + "-" + strings.ReplaceAll(filepath.Base(f), ".", "-")
+		out = append(out, fixture{name, f, g, tree})
+	}
+	return out
+}
+
+// TestGolden compares every rendered file with testdata/golden/<fixture>/;
+// `go test ./pkg/render -update` rewrites them.
+func TestGolden(t *testing.T) {
+	for _, fx := range renderAll(t) {
+		t.Run(fx.name, func(t *testing.T) {
+			dir := filepath.Join("testdata", "golden", fx.name)
+			if *update {
+				if err := render.Write(dir, fx.tree); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			diff, err := render.Diff(dir, fx.tree)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(diff) > 0 {
+				t.Errorf("golden files differ (go test ./pkg/render -update):\n  %s", strings.Join(diff, "\n  "))
+			}
+		})
+	}
+}
+
+// TestDeterministic renders each manifest twice, from two loads, writes both
+// and compares them byte for byte.
+func TestDeterministic(t *testing.T) {
+	for _, fx := range renderAll(t) {
+		again, err := render.Render(load(t, fx.file), render.Options{ManifestDir: filepath.Dir(fx.file), OutDir: "out"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+		if err := render.Write(a, fx.tree); err != nil {
+			t.Fatal(err)
+		}
+		if err := render.Write(b, again); err != nil {
+			t.Fatal(err)
+		}
+		if len(fx.tree) < 5 {
+			t.Errorf("%s: only %d files", fx.name, len(fx.tree))
+		}
+		for _, p := range fx.tree.Paths() {
+			x, err1 := os.ReadFile(filepath.Join(a, p))
+			y, err2 := os.ReadFile(filepath.Join(b, p))
+			if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+				t.Errorf("%s: %s differs between two renders", fx.name, p)
+			}
+		}
+		if len(again) != len(fx.tree) {
+			t.Errorf("%s: %d files, then %d", fx.name, len(fx.tree), len(again))
+		}
+	}
+}
+
+// TestWriteReplacesAtomically: writing over an existing tree leaves exactly
+// the new tree, and no temporary directory behind.
+func TestWriteReplacesAtomically(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "gen")
+	if err := render.Write(dir, render.Tree{"old/a.txt": []byte("old"), "keep.sh": []byte("#!/bin/sh\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := render.Write(dir, render.Tree{"new/b.txt": []byte("new"), "keep.sh": []byte("#!/bin/sh\necho\n")}); err != nil {
+		t.Fatal(err)
+	}
+	diff, err := render.Diff(dir, render.Tree{"new/b.txt": []byte("new"), "keep.sh": []byte("#!/bin/sh\necho\n")})
+	if err != nil || len(diff) != 0 {
+		t.Fatalf("diff = %v, %v", diff, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "keep.sh"))
+	if err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("script mode = %v, %v", st.Mode(), err)
+	}
+	entries, _ := os.ReadDir(parent)
+	if len(entries) != 1 {
+		t.Fatalf("left behind: %v", entries)
+	}
+}
+
+// TestTerraformAgainstProviderSchemas checks every Authentik resource and
+// data source, in the generated roots and the embedded modules, against the
+// real provider schema.
+func TestTerraformAgainstProviderSchemas(t *testing.T) {
+	schemaDir := filepath.Join(fixtures.Root(), "..", "shared", "schemas")
+	files, _ := filepath.Glob(filepath.Join(schemaDir, "*.schema.json"))
+	if len(files) == 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("../shared/schemas is missing")
+		}
+		t.Skip("needs ../shared/schemas beside the repository")
+	}
+	schemas, err := tfcheck.Load(files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fx := range renderAll(t) {
+		tf := map[string][]byte{}
+		for p, data := range fx.tree {
+			if strings.HasPrefix(p, "terraform/") {
+				tf[p] = data
+			}
+		}
+		problems, checked := schemas.Check(tf)
+		for _, p := range problems {
+			t.Errorf("%s: %s", fx.name, p)
+		}
+		if _, ok := fx.tree["terraform/auth-core/main.tf.json"]; ok && checked < 10 {
+			t.Errorf("%s: only %d resources and data sources checked", fx.name, checked)
+		}
+	}
+	// The checker itself must catch what it is for.
+	bad := map[string][]byte{"x.tf.json": []byte(`{"resource": {"authentik_application": {"a": {"name": ["not", "a", "string"], "slugg": "x"}}}}`)}
+	if problems, _ := schemas.Check(bad); len(problems) != 3 {
+		t.Errorf("checker found %d problems in a bad resource, want 3: %v", len(problems), problems)
+	}
+}
