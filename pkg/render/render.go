@@ -103,18 +103,20 @@ func (r *renderer) putJSON(p string, v any) error {
 	return nil
 }
 
-// domain is the homelab's DNS domain: network.domain, or the DNS service's
-// hostname without its first label, or the first service's.
-func (r *renderer) domain() string {
-	if d := r.m.Network.Domain; d != "" {
+func (r *renderer) domain() string { return DomainOf(r.m) }
+
+// DomainOf is the homelab's DNS domain: network.domain, or the DNS
+// service's hostname without its first label, or the first service's.
+func DomainOf(m *manifest.Manifest) string {
+	if d := m.Network.Domain; d != "" {
 		return strings.ToLower(d)
 	}
-	for _, s := range r.m.Enabled() {
-		if s.IP == r.m.Network.DNSServer {
+	for _, s := range m.Enabled() {
+		if s.IP == m.Network.DNSServer {
 			return parentDomain(s.Hostname)
 		}
 	}
-	if all := r.m.Enabled(); len(all) > 0 {
+	if all := m.Enabled(); len(all) > 0 {
 		return parentDomain(all[0].Hostname)
 	}
 	return ""

@@ -179,3 +179,11 @@ func TestTerraformAgainstProviderSchemas(t *testing.T) {
 		t.Errorf("checker found %d problems in a bad resource, want 3: %v", len(problems), problems)
 	}
 }
+
+func manifestFromJSON(data string) (*graph.Graph, error) {
+	m, err := manifest.Parse([]byte(data), manifest.FormatJSON, "test.json")
+	if err != nil {
+		return nil, err
+	}
+	return graph.New(m)
+}
