@@ -4,7 +4,11 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 3x
 
 # Commands the tests need, and the Debian packages that provide them.
-TEST_DEPS := nix-instantiate=nix-bin
+# terraform is not a Debian package: it must already be on PATH (it is on the
+# project's machines); the tests that need it say so when it is missing.
+TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkconf=unbound \
+	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
+	/usr/lib/postgresql/15/bin/initdb=postgresql-15
 
 .PHONY: all build test deps vet unit demo bench fuzz docs check-docs clean
 
@@ -25,10 +29,11 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
-## demo: validate and plan the example homelab.
+## demo: validate, plan and generate the example homelab (into generated/).
 demo: deps
 	$(GO) run ./cmd/nixmox-cli validate -f examples/homelab.nix
 	$(GO) run ./cmd/nixmox-cli plan -f examples/homelab.nix
+	$(GO) run ./cmd/nixmox-cli generate -f examples/homelab.nix -o generated/homelab
 
 ## bench: the benchmarks, with memory figures.
 bench: deps

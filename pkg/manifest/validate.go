@@ -659,8 +659,11 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 			if !headerChars.all(h, 1, 128) {
 				v.diags.Addf(rp.Key("headers").Key(h), "%q is not a header name", truncate(h, 80))
 			}
-			if strings.IndexFunc(r.Headers[h], unicode.IsControl) >= 0 {
+			if val := r.Headers[h]; strings.IndexFunc(val, unicode.IsControl) >= 0 {
 				v.diags.Addf(rp.Key("headers").Key(h), "value must not contain control characters or newlines")
+			} else if strings.Contains(val, "`") && (strings.Contains(val, `\"`) || strings.HasSuffix(val, `\`)) {
+				// No Caddyfile quoting can hold all three.
+				v.diags.Addf(rp.Key("headers").Key(h), "a value with a backtick cannot also have a backslash before a quote or at its end")
 			}
 		}
 		if r.Auth != nil {

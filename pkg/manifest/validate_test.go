@@ -170,6 +170,8 @@ func TestBrokenManifests(t *testing.T) {
 			[]string{`services.vaultwarden.interface.proxy.path: "/a b" must start with / and hold only letters, digits and . _ ~ % / -`}},
 		{"header value with newline", `{"services": {"vaultwarden": {"interface": {"proxy": {"headers": {"X-A": "ok\nevil"}}}}}}`,
 			[]string{`services.vaultwarden.interface.proxy.headers.X-A: value must not contain control characters or newlines`}},
+		{"header value Caddy cannot quote", `{"services": {"vaultwarden": {"interface": {"proxy": {"headers": {"X-A": "tick` + "`" + ` and \\\"quote"}}}}}}`,
+			[]string{`services.vaultwarden.interface.proxy.headers.X-A: a value with a backtick cannot also have a backslash before a quote or at its end`}},
 		{"reverse proxy missing", `{"network": {"reverse_proxy": "traefik"}}`,
 			[]string{
 				`core_services.authentik.interface.proxy: needs the reverse proxy "traefik", which is not an enabled service (set network.reverse_proxy)`,
