@@ -3,11 +3,15 @@ package render_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
 	"github.com/nixmox/nixmox/internal/tfcheck"
@@ -186,4 +190,65 @@ func manifestFromJSON(data string) (*graph.Graph, error) {
 		return nil, err
 	}
 	return graph.New(m)
+}
+
+// TestModuleCallsMatchModules checks every call of an embedded module in
+// the generated auth-core roots: each argument is a variable the module
+// declares, and every variable without a default is given.
+func TestModuleCallsMatchModules(t *testing.T) {
+	calls := 0
+	for _, fx := range renderAll(t) {
+		root, ok := fx.tree["terraform/auth-core/main.tf.json"]
+		if !ok {
+			continue
+		}
+		var doc struct {
+			Module map[string]map[string]any `json:"module"`
+		}
+		if err := json.Unmarshal(root, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for name, args := range doc.Module {
+			src, _ := args["source"].(string)
+			if !strings.HasPrefix(src, "./modules/") {
+				continue // a user's module
+			}
+			calls++
+			declared, required := moduleVariables(t, fx.tree["terraform/auth-core/"+strings.TrimPrefix(src, "./")+"/main.tf"])
+			for arg := range args {
+				if arg != "source" && arg != "depends_on" && !declared[arg] {
+					t.Errorf("%s: module %s passes %q, which %s does not declare", fx.name, name, arg, src)
+				}
+			}
+			for v := range required {
+				if _, ok := args[v]; !ok {
+					t.Errorf("%s: module %s does not set required variable %q of %s", fx.name, name, v, src)
+				}
+			}
+		}
+	}
+	if calls == 0 {
+		t.Error("no module call checked")
+	}
+}
+
+func moduleVariables(t *testing.T, src []byte) (declared, required map[string]bool) {
+	t.Helper()
+	if src == nil {
+		t.Fatal("module source not in the tree")
+	}
+	f, diags := hclsyntax.ParseConfig(src, "main.tf", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	declared, required = map[string]bool{}, map[string]bool{}
+	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+		if b.Type == "variable" && len(b.Labels) == 1 {
+			declared[b.Labels[0]] = true
+			if _, hasDefault := b.Body.Attributes["default"]; !hasDefault {
+				required[b.Labels[0]] = true
+			}
+		}
+	}
+	return declared, required
 }
