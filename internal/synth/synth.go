@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +35,7 @@ func Manifest(n int) map[string]any {
 		deps := []any{"postgresql", "caddy", "authentik"}
 		for k := 0; k < 3 && i > 4; k++ {
 			d := "app" + strconv.Itoa(4+rng.IntN(i-4))
-			if !containsAny(deps, d) {
+			if !slices.Contains(deps, any(d)) {
 				deps = append(deps, d)
 			}
 		}
@@ -55,15 +56,6 @@ func Manifest(n int) map[string]any {
 		"core_services": core,
 		"services":      apps,
 	}
-}
-
-func containsAny(l []any, s string) bool {
-	for _, e := range l {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // JSON returns Manifest(n) as JSON.

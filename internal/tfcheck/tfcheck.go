@@ -9,8 +9,10 @@ package tfcheck
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -83,7 +85,7 @@ type value struct {
 // providers it has schemas for; other types (terraform_data, unknown
 // providers) are skipped and counted in checked.
 func (s *Schemas) Check(files map[string][]byte) (problems []string, checked int) {
-	for _, p := range sortedKeys(files) {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		var blocks []block
 		var err error
 		switch {
@@ -308,13 +310,4 @@ func jsonValue(v any) value {
 		return value{known: true, v: cty.ObjectVal(attrs)}
 	}
 	return value{known: true, v: cty.NullVal(cty.DynamicPseudoType)}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -38,7 +39,7 @@ after all it needs), dot (Graphviz) and mermaid.`,
   $ nixmox-cli plan --format json | jq '.steps[].id'`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !contains(plan.Formats, opts.Format) {
+			if !slices.Contains(plan.Formats, opts.Format) {
 				return usageErrorf("invalid --format %q: use %s", opts.Format, strings.Join(plan.Formats, ", "))
 			}
 			return planRun(cmd, opts)
@@ -63,13 +64,4 @@ func planRun(cmd *cobra.Command, opts *PlanOptions) error {
 		return err
 	}
 	return p.WriteFormat(opts.Factory.IO.Out, opts.Format)
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -312,7 +313,7 @@ func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool)
 		} else {
 			fv := out.Field(f.index)
 			err = d.decode(fv)
-			if f.enum != nil && err == nil && !contains(f.enum, fv.String()) {
+			if f.enum != nil && err == nil && !slices.Contains(f.enum, fv.String()) {
 				s := fv.String()
 				d.errorf("%q is not one of %s%s", s, strings.Join(f.enum, ", "), didYouMean(s, f.enum))
 			}
@@ -394,12 +395,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
-}
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

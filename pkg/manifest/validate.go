@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -55,7 +56,7 @@ func (d Dependency) Location() Path {
 }
 
 // Has reports whether reason is among the dependency's reasons.
-func (d Dependency) Has(reason string) bool { return contains(d.Reasons, reason) }
+func (d Dependency) Has(reason string) bool { return slices.Contains(d.Reasons, reason) }
 
 // String is "name (reason, reason)".
 func (d Dependency) String() string {
@@ -172,7 +173,7 @@ func (v *validator) network() {
 	if !isServiceName(n.ReverseProxy) {
 		v.diags.Addf(p.Key("reverse_proxy"), "%q is not a service name", n.ReverseProxy)
 	}
-	for _, user := range sortedMapKeys(n.SSHKeys) {
+	for _, user := range slices.Sorted(maps.Keys(n.SSHKeys)) {
 		up := p.Key("ssh_keys").Key(user)
 		if !unixUserRE.MatchString(user) {
 			v.diags.Addf(up, "%q is not a valid user name", user)
@@ -261,7 +262,7 @@ func (v *validator) collect() {
 		name string
 		m    map[string]*Service
 	}{{"core_services", v.m.CoreServices}, {"services", v.m.Services}} {
-		for _, name := range sortedMapKeys(sec.m) {
+		for _, name := range slices.Sorted(maps.Keys(sec.m)) {
 			s := sec.m[name]
 			p := Path{sec.name, name}
 			if s == nil {
@@ -362,7 +363,7 @@ func (v *validator) service(s *Service) {
 	if db := s.Interface.DB; db != nil {
 		v.db(ip.Key("db"), s, db, "")
 	}
-	for _, key := range sortedMapKeys(s.Interface.DBs) {
+	for _, key := range slices.Sorted(maps.Keys(s.Interface.DBs)) {
 		db := s.Interface.DBs[key]
 		if db == nil {
 			continue // null: absent
@@ -392,7 +393,7 @@ func (v *validator) terraform(p Path, tf *Terraform) {
 	}
 	for i, mod := range tf.ApplyOrder {
 		if !paths[mod] {
-			v.diags.Addf(p.Key("apply_order").Index(i), "%q is not one of the modules%s", truncate(mod, 80), didYouMean(mod, sortedMapKeys(paths)))
+			v.diags.Addf(p.Key("apply_order").Index(i), "%q is not one of the modules%s", truncate(mod, 80), didYouMean(mod, slices.Sorted(maps.Keys(paths))))
 		}
 	}
 	for i, t := range tf.Targets {
@@ -400,7 +401,7 @@ func (v *validator) terraform(p Path, tf *Terraform) {
 			v.diags.Addf(p.Key("targets").Index(i), "%q is not a Terraform resource address", truncate(t, 80))
 		}
 	}
-	for _, k := range sortedMapKeys(tf.Variables) {
+	for _, k := range slices.Sorted(maps.Keys(tf.Variables)) {
 		if !tfIdentRE.MatchString(k) {
 			v.diags.Addf(p.Key("variables").Key(k), "%q is not a Terraform variable name", truncate(k, 80))
 		}
@@ -655,7 +656,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 		} else {
 			v.hostPort(rp, "upstream", r.Upstream)
 		}
-		for _, h := range sortedMapKeys(r.Headers) {
+		for _, h := range slices.Sorted(maps.Keys(r.Headers)) {
 			if !headerChars.all(h, 1, 128) {
 				v.diags.Addf(rp.Key("headers").Key(h), "%q is not a header name", truncate(h, 80))
 			}
@@ -783,7 +784,7 @@ func (s *Service) Databases() []NamedDB {
 	if s.Interface.DB != nil {
 		out = append(out, NamedDB{ip.Key("db"), s.Interface.DB})
 	}
-	for _, k := range sortedMapKeys(s.Interface.DBs) {
+	for _, k := range slices.Sorted(maps.Keys(s.Interface.DBs)) {
 		if db := s.Interface.DBs[k]; db != nil {
 			out = append(out, NamedDB{ip.Key("dbs").Key(k), db})
 		}
@@ -953,15 +954,6 @@ func (v *validator) isAuthProvider(name string) bool {
 		}
 	}
 	return false
-}
-
-func sortedMapKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // DefaultAuthProvider is the auth provider a route with authz and no auth

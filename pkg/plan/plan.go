@@ -14,6 +14,7 @@ package plan
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/nixmox/nixmox/pkg/graph"
@@ -108,7 +109,7 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 			}
 			p.core[name] = true
 			needs := b.base(infra, g.Needs(name))
-			if authCore >= 0 && usesAuth(s) && !contains(providers, name) {
+			if authCore >= 0 && usesAuth(s) && !slices.Contains(providers, name) {
 				needs = append(needs, authCore)
 			}
 			b.verify[name] = b.add(Verify, name, b.add(NixCore, name, needs...))
@@ -120,7 +121,7 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 			if !s.Core {
 				continue
 			}
-			late[name] = usesAuth(s) && !contains(providers, name)
+			late[name] = usesAuth(s) && !slices.Contains(providers, name)
 			for _, d := range g.Needs(name) {
 				late[name] = late[name] || late[d]
 			}
@@ -291,7 +292,7 @@ func authProviders(m *manifest.Manifest, services []string) []string {
 	}
 	o := m.Network.Outposts
 	if o.LDAP != nil || o.RADIUS != nil {
-		if s := m.Service(manifest.DefaultAuthProvider()); s != nil && contains(services, s.Name) {
+		if s := m.Service(manifest.DefaultAuthProvider()); s != nil && slices.Contains(services, s.Name) {
 			set[s.Name] = true
 		}
 	}
@@ -301,15 +302,6 @@ func authProviders(m *manifest.Manifest, services []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 func selectionError(m *manifest.Manifest, g *graph.Graph, name string) error {

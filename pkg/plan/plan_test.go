@@ -2,7 +2,6 @@ package plan_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -14,19 +13,6 @@ import (
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/plan"
 )
-
-func load(t testing.TB, f string) *graph.Graph {
-	t.Helper()
-	m, err := manifest.Loader{}.Load(context.Background(), f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := graph.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
-}
 
 // contractPlan is the JSON contract, decoded strictly.
 type contractPlan struct {
@@ -51,7 +37,7 @@ func TestPlanContract(t *testing.T) {
 	fixtures.NeedNix(t)
 	for _, f := range fixtures.Manifests(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			g := load(t, f)
+			g := fixtures.Load(t, f)
 			p, err := plan.New(g, plan.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -156,7 +142,7 @@ func checkContract(t *testing.T, g *graph.Graph, cp contractPlan) {
 // TestSeedExample checks the issue's own example on the seed's homelab.
 func TestSeedExample(t *testing.T) {
 	fixtures.NeedNix(t)
-	g := load(t, filepath.Join(fixtures.Root(), "examples", "homelab.nix"))
+	g := fixtures.Load(t, filepath.Join(fixtures.Root(), "examples", "homelab.nix"))
 	p, err := plan.New(g, plan.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +166,7 @@ func TestSeedExample(t *testing.T) {
 
 func TestSelectService(t *testing.T) {
 	fixtures.NeedNix(t)
-	g := load(t, filepath.Join(fixtures.Root(), "examples", "homelab.nix"))
+	g := fixtures.Load(t, filepath.Join(fixtures.Root(), "examples", "homelab.nix"))
 	p, err := plan.New(g, plan.Options{Services: []string{"vaultwarden"}})
 	if err != nil {
 		t.Fatal(err)

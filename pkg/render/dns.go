@@ -3,6 +3,8 @@ package render
 import (
 	"fmt"
 	"hash/crc32"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/nixmox/nixmox/pkg/manifest"
@@ -52,7 +54,7 @@ func (r *renderer) dns() error {
 			}
 			return nil
 		})
-		for _, d := range sortedKeys(cnames) {
+		for _, d := range slices.Sorted(maps.Keys(cnames)) {
 			if domain != "" && strings.HasSuffix(d, "."+domain) && strings.HasSuffix(strings.ToLower(proxy.Hostname), "."+domain) {
 				add(d, "CNAME", strings.ToLower(proxy.Hostname)+".")
 			} else {

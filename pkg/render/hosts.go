@@ -1,7 +1,8 @@
 package render
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -67,7 +68,7 @@ func ContainerOf(m *manifest.Manifest, domain string, s *manifest.Service) Conta
 		Tags:         strings.Join(s.Tags, ";"),
 	}
 	var keys []string
-	for _, user := range sortedKeys(n.SSHKeys) {
+	for _, user := range slices.Sorted(maps.Keys(n.SSHKeys)) {
 		keys = append(keys, n.SSHKeys[user]...)
 	}
 	c.SSHPublicKeys = strings.Join(keys, "\n")
@@ -265,14 +266,5 @@ func (r *renderer) oidcClients(s *manifest.Service) []oidcClient {
 			}
 		}
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -2,6 +2,8 @@ package render
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -32,7 +34,7 @@ func (r *renderer) postgres() error {
 	if err != nil || len(byServer) == 0 {
 		return err
 	}
-	for _, srv := range sortedKeys(byServer) {
+	for _, srv := range slices.Sorted(maps.Keys(byServer)) {
 		dbs := byServer[srv]
 		sort.Slice(dbs, func(i, j int) bool { return dbs[i].name < dbs[j].name })
 		var b strings.Builder
@@ -45,7 +47,7 @@ func (r *renderer) postgres() error {
 			owners[d.owner] = true
 		}
 		b.WriteString("\n-- Roles\n")
-		for _, o := range sortedKeys(owners) {
+		for _, o := range slices.Sorted(maps.Keys(owners)) {
 			fmt.Fprintf(&b, "SELECT format('CREATE ROLE %%I LOGIN', %s)\nWHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %s)\\gexec\n",
 				sqlLiteral(o), sqlLiteral(o))
 		}

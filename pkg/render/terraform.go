@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nixmox/nixmox/pkg/manifest"
@@ -118,7 +119,7 @@ func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []strin
 	var order []string
 	seen := map[string]bool{}
 	for _, m := range append(append([]string(nil), ordered...), mods...) {
-		if contains(mods, m) && !seen[m] {
+		if slices.Contains(mods, m) && !seen[m] {
 			order = append(order, m)
 			seen[m] = true
 		}
@@ -140,15 +141,6 @@ func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []strin
 		prev = name
 	}
 	return blocks
-}
-
-func contains(l []string, s string) bool {
-	for _, e := range l {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *renderer) terraform() error {
