@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,6 +184,9 @@ func (d *decoder) decode(out reflect.Value) error {
 	case reflect.Map:
 		if kind != '{' {
 			return d.typeError("an object")
+		}
+		if out.Type() == typeOfServices {
+			return d.decodeServices(out)
 		}
 		if _, err := d.dec.ReadToken(); err != nil {
 			return err
@@ -395,4 +399,73 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+var typeOfServices = reflect.TypeOf(map[string]*Service(nil))
+
+// decodeServices decodes core_services or services. Each service is read as
+// a raw value and decoded by a worker with its own decoder, so that a large
+// manifest is decoded on every core; diagnostics are merged afterwards.
+func (d *decoder) decodeServices(out reflect.Value) error {
+	if _, err := d.dec.ReadToken(); err != nil {
+		return err
+	}
+	type entry struct {
+		name string
+		raw  []byte
+		svc  *Service
+	}
+	var entries []entry
+	for d.dec.PeekKind() != '}' {
+		k, err := d.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		name := k.String()
+		raw, err := d.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		entries = append(entries, entry{name: name, raw: bytes.Clone(raw)})
+	}
+	if _, err := d.dec.ReadToken(); err != nil {
+		return err
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(entries)/512+1)
+	chunk := (len(entries) + workers - 1) / workers
+	diags := make([]Diagnostics, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*chunk, len(entries)), min((w+1)*chunk, len(entries))
+		wg.Go(func() {
+			sub := &decoder{dec: jsontext.NewDecoder(bytes.NewReader(nil)), stack: append([]string(nil), d.stack...)}
+			for i := lo; i < hi; i++ {
+				e := &entries[i]
+				sub.dec.Reset(bytes.NewReader(e.raw))
+				sub.push(e.name)
+				v := reflect.ValueOf(&e.svc).Elem()
+				err := sub.decode(v)
+				sub.pop()
+				if err != nil {
+					errs[w] = err // cannot happen: ReadValue checked the syntax
+					return
+				}
+			}
+			diags[w] = sub.diags
+		})
+	}
+	wg.Wait()
+	for w := range workers {
+		if errs[w] != nil {
+			return errs[w]
+		}
+		d.diags = append(d.diags, diags[w]...)
+	}
+	m := reflect.MakeMapWithSize(out.Type(), len(entries))
+	for _, e := range entries {
+		m.SetMapIndex(reflect.ValueOf(e.name), reflect.ValueOf(e.svc))
+	}
+	out.Set(m)
+	return nil
 }

@@ -82,6 +82,7 @@ type Service struct {
 	Core bool `json:"-"`
 
 	deps []Dependency
+	path Path
 }
 
 // Resources are the container's size.

@@ -6,10 +6,12 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 )
 
@@ -40,6 +42,7 @@ type Dependency struct {
 	Reasons []string
 	at      lazyPath // where the first reason comes from
 	index   int      // the depends_on index, or -1
+	mask    uint8    // the reasons, as reasonBit bits
 }
 
 // Location is the manifest field the first reason comes from, e.g.
@@ -56,7 +59,7 @@ func (d Dependency) Location() Path {
 }
 
 // Has reports whether reason is among the dependency's reasons.
-func (d Dependency) Has(reason string) bool { return slices.Contains(d.Reasons, reason) }
+func (d Dependency) Has(reason string) bool { return d.mask&reasonBit(reason) != 0 }
 
 // String is "name (reason, reason)".
 func (d Dependency) String() string {
@@ -88,15 +91,37 @@ func (m *Manifest) validate() Diagnostics {
 	v.collect()
 	v.globals()
 	enabled := m.Enabled()
-	for _, s := range enabled {
-		v.service(s)
-	}
+	v.perService(enabled)
 	v.duplicates(enabled)
-	for _, s := range enabled {
-		v.dependencies(s)
-	}
 	v.phases()
 	return v.diags
+}
+
+// perService checks each service and resolves its dependencies. Services
+// are independent here — the indexes they read were completed by collect,
+// and each writes only its own dependencies and diagnostics — so a large
+// manifest is checked on every core.
+func (v *validator) perService(enabled []*Service) {
+	workers := min(runtime.GOMAXPROCS(0), len(enabled)/512+1)
+	chunk := (len(enabled) + workers - 1) / workers
+	parts := make([]Diagnostics, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*chunk, len(enabled)), min((w+1)*chunk, len(enabled))
+		wg.Go(func() {
+			wv := *v // shares the read-only indexes
+			wv.diags = nil
+			for _, s := range enabled[lo:hi] {
+				wv.service(s)
+				wv.dependencies(s)
+			}
+			parts[w] = wv.diags
+		})
+	}
+	wg.Wait()
+	for _, p := range parts {
+		v.diags = append(v.diags, p...)
+	}
 }
 
 // Enabled returns the enabled services, core and others, sorted by name.
@@ -136,10 +161,16 @@ func (m *Manifest) Service(name string) *Service {
 
 // Path returns the manifest path of the service, e.g. services.vaultwarden.
 func (s *Service) Path() Path {
-	if s.Core {
-		return Path{"core_services", s.Name}
+	if s.path == nil {
+		sec := "services"
+		if s.Core {
+			sec = "core_services"
+		}
+		// Full capacity: Key and Index always copy, so the cached path is
+		// never written through.
+		s.path = Path{sec, s.Name}[:2:2]
 	}
-	return Path{"services", s.Name}
+	return s.path
 }
 
 // Dependencies returns the services s needs, explicit (depends_on) and
@@ -321,6 +352,7 @@ func (v *validator) service(s *Service) {
 		return // a duplicate name, reported by collect
 	}
 	p := s.Path()
+	s.deps = make([]Dependency, 0, len(s.DependsOn)+4)
 	v.ipInNetwork(p, "ip", s.IP, true)
 	if s.IP != "" && s.IP == v.m.Network.Gateway {
 		v.diags.Addf(p.Key("ip"), "%s is the gateway's address", s.IP)
@@ -711,16 +743,11 @@ func (v *validator) health(p Path, h *Health) {
 // databases that two enabled services share.
 func (v *validator) duplicates(enabled []*Service) {
 	// Paths are built only for the duplicates found.
-	check := func(seen map[string]lazyPath, key, what string, p lazyPath) {
-		if prev, dup := seen[key]; dup {
-			v.diags.Addf(p.Path(), "%s %s is already used by %s", what, key, prev.Path())
-			return
-		}
-		seen[key] = p
-	}
 	n := len(enabled)
-	ips, hosts, vmids := make(map[string]lazyPath, n), make(map[string]lazyPath, n), make(map[string]lazyPath, n)
-	routes, dbs := make(map[string]lazyPath, n), make(map[string]lazyPath, n)
+	ips, hosts := make(map[string]lazyPath, n), make(map[string]lazyPath, n)
+	vmids := make(map[int]lazyPath, n)
+	type pair struct{ a, b string }
+	routes, dbs := make(map[pair]lazyPath, n), make(map[pair]lazyPath, n)
 	type siteTLS struct {
 		tls bool
 		at  lazyPath
@@ -732,13 +759,14 @@ func (v *validator) duplicates(enabled []*Service) {
 		}
 		p := s.Path()
 		if s.IP != "" {
-			check(ips, s.IP, "IP", lazyPath{p, "ip"})
+			checkUnique(v, ips, s.IP, "IP "+s.IP, lazyPath{p, "ip"})
 		}
 		if s.Hostname != "" {
-			check(hosts, strings.ToLower(s.Hostname), "hostname", lazyPath{p, "hostname"})
+			h := strings.ToLower(s.Hostname)
+			checkUnique(v, hosts, h, "hostname "+h, lazyPath{p, "hostname"})
 		}
 		if s.VMID != 0 {
-			check(vmids, strconv.Itoa(s.VMID), "vmid", lazyPath{p, "vmid"})
+			checkUnique(v, vmids, s.VMID, "vmid "+strconv.Itoa(s.VMID), lazyPath{p, "vmid"})
 		}
 		if px := s.Interface.Proxy; px != nil {
 			for _, r := range px.Routes {
@@ -747,9 +775,9 @@ func (v *validator) duplicates(enabled []*Service) {
 					field = "interface.proxy." + r.Name + ".domain"
 				}
 				if r.Domain != "" {
-					check(routes, strings.ToLower(r.Domain)+r.Path, "route", lazyPath{p, field})
-					// One site per domain: its routes must agree on TLS.
 					d := strings.ToLower(r.Domain)
+					checkUnique(v, routes, pair{d, r.Path}, "route "+d+r.Path, lazyPath{p, field})
+					// One site per domain: its routes must agree on TLS.
 					if prev, ok := tlsOf[d]; ok && prev.tls != r.TLS {
 						v.diags.Addf(lazyPath{p, strings.TrimSuffix(field, "domain") + "tls"}.Path(),
 							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.at.Path(), prev.tls)
@@ -760,33 +788,61 @@ func (v *validator) duplicates(enabled []*Service) {
 			}
 		}
 		for _, d := range s.Databases() {
-			for _, name := range append([]string{d.DB.Name}, d.DB.AdditionalDBs...) {
-				if d.DB.server == nil || name == "" || d.DB.Mode == "standalone" {
-					continue
+			if d.DB.server == nil || d.DB.Mode == "standalone" {
+				continue
+			}
+			for i := -1; i < len(d.DB.AdditionalDBs); i++ {
+				name := d.DB.Name
+				if i >= 0 {
+					name = d.DB.AdditionalDBs[i]
 				}
-				check(dbs, strconv.Quote(name)+" on "+d.DB.server.Name, "database", lazyPath{d.Path, "name"})
+				if name != "" {
+					at := lazyPath{d.Path(), "name"}
+					checkUnique(v, dbs, pair{name, d.DB.server.Name}, "database "+strconv.Quote(name)+" on "+d.DB.server.Name, at)
+				}
 			}
 		}
 	}
 }
 
+// checkUnique records key as used at p, or reports that it was used before;
+// what names the value in the message.
+func checkUnique[K comparable](v *validator, seen map[K]lazyPath, key K, what string, p lazyPath) {
+	if prev, dup := seen[key]; dup {
+		v.diags.Addf(p.Path(), "%s is already used by %s", what, prev.Path())
+		return
+	}
+	seen[key] = p
+}
+
 // NamedDB is a database of a service with where it is declared.
 type NamedDB struct {
-	Path Path
-	DB   *DB
+	// Key is "db" for interface.db, else the entry's key in interface.dbs.
+	Key string
+	DB  *DB
+	svc *Service
+}
+
+// Path is where the database is declared, e.g.
+// services.media.interface.dbs.sonarr.
+func (nd NamedDB) Path() Path {
+	p := nd.svc.Path().Key("interface")
+	if nd.DB == nd.svc.Interface.DB && nd.Key == "db" {
+		return p.Key("db")
+	}
+	return p.Key("dbs").Key(nd.Key)
 }
 
 // Databases returns the service's db and dbs entries, db first, then dbs by
 // key.
 func (s *Service) Databases() []NamedDB {
-	var out []NamedDB
-	ip := s.Path().Key("interface")
+	out := make([]NamedDB, 0, 1+len(s.Interface.DBs))
 	if s.Interface.DB != nil {
-		out = append(out, NamedDB{ip.Key("db"), s.Interface.DB})
+		out = append(out, NamedDB{"db", s.Interface.DB, s})
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Interface.DBs)) {
 		if db := s.Interface.DBs[k]; db != nil {
-			out = append(out, NamedDB{ip.Key("dbs").Key(k), db})
+			out = append(out, NamedDB{k, db, s})
 		}
 	}
 	return out
@@ -813,7 +869,7 @@ func (v *validator) dependencies(s *Service) {
 		case !ok:
 			v.diags.Addf(p.Key("depends_on").Index(i), "unknown service %q%s", d, didYouMean(d, v.names))
 		default:
-			s.deps = append(s.deps, Dependency{Service: t.Name, Reasons: reasonList["depends_on"], at: lazyPath{p, "depends_on"}, index: i})
+			s.deps = append(s.deps, Dependency{Service: t.Name, Reasons: reasonSlice("depends_on"), at: lazyPath{p, "depends_on"}, index: i, mask: reasonBit("depends_on")})
 		}
 	}
 	// One Dependency per service, its reasons in the order found but with
@@ -830,6 +886,7 @@ func (v *validator) dependencies(s *Service) {
 		if n := len(out); n > 0 && out[n-1].Service == d.Service {
 			if !out[n-1].Has(d.Reasons[0]) {
 				out[n-1].Reasons = append(out[n-1].Reasons, d.Reasons[0])
+				out[n-1].mask |= d.mask
 			}
 			continue
 		}
@@ -847,19 +904,51 @@ func (v *validator) dependencies(s *Service) {
 }
 
 func (v *validator) addDep(s *Service, on, reason string, p Path) {
-	s.deps = append(s.deps, Dependency{Service: on, Reasons: reasonList[reason], at: lazyPath{p, ""}, index: -1})
+	s.deps = append(s.deps, Dependency{Service: on, Reasons: reasonSlice(reason), at: lazyPath{p, ""}, index: -1, mask: reasonBit(reason)})
 }
 
-// reasonList holds one shared single-reason list per reason. Their capacity
-// is their length, so appending a second reason copies rather than writes
-// into the shared array.
-var reasonList = func() map[string][]string {
-	m := map[string][]string{}
-	for _, r := range []string{"depends_on", "auth provider", "database host", "forward_auth upstream", "reverse proxy"} {
-		m[r] = []string{r}
+// The reasons' shared single-element lists. Their capacity is their
+// length, so appending a second reason copies rather than writes into them.
+var (
+	reasonsDependsOn   = []string{"depends_on"}
+	reasonsAuth        = []string{"auth provider"}
+	reasonsDatabase    = []string{"database host"}
+	reasonsForwardAuth = []string{"forward_auth upstream"}
+	reasonsProxy       = []string{"reverse proxy"}
+)
+
+// reasonBit is the bit of a reason in Dependency.mask; 0 for no reason.
+func reasonBit(reason string) uint8 {
+	switch reason {
+	case "depends_on":
+		return 1
+	case "auth provider":
+		return 2
+	case "database host":
+		return 4
+	case "forward_auth upstream":
+		return 8
+	case "reverse proxy":
+		return 16
 	}
-	return m
-}()
+	return 0
+}
+
+func reasonSlice(reason string) []string {
+	switch reason {
+	case "depends_on":
+		return reasonsDependsOn
+	case "auth provider":
+		return reasonsAuth
+	case "database host":
+		return reasonsDatabase
+	case "forward_auth upstream":
+		return reasonsForwardAuth
+	case "reverse proxy":
+		return reasonsProxy
+	}
+	panic("manifest: unknown dependency reason " + reason)
+}
 
 func boolRank(b bool) int {
 	if b {

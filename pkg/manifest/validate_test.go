@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/synth"
 	"github.com/nixmox/nixmox/pkg/graph"
 	. "github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -230,5 +231,28 @@ func TestBrokenManifests(t *testing.T) {
 				t.Errorf("problems:\n  got:  %s\n  want: %s", strings.Join(got, "\n        "), strings.Join(want, "\n        "))
 			}
 		})
+	}
+}
+
+// TestLargeManifestReportsEverywhere: a manifest large enough to be
+// validated on several cores still reports every problem, wherever it is.
+func TestLargeManifestReportsEverywhere(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(synth.JSON(3000), &doc); err != nil {
+		t.Fatal(err)
+	}
+	apps := doc["services"].(map[string]any)
+	for _, name := range []string{"app5", "app1500", "app2999"} {
+		apps[name].(map[string]any)["depends_on"] = []any{"postgress"}
+	}
+	data, _ := json.Marshal(doc)
+	got := problems(t, data)
+	want := []string{
+		`services.app1500.depends_on[0]: unknown service "postgress"; did you mean "postgresql"?`,
+		`services.app2999.depends_on[0]: unknown service "postgress"; did you mean "postgresql"?`,
+		`services.app5.depends_on[0]: unknown service "postgress"; did you mean "postgresql"?`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s", strings.Join(got, "\n"))
 	}
 }

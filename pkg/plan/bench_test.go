@@ -97,7 +97,7 @@ func BenchmarkPlanNix(b *testing.B) {
 // TestSyntheticManifestsPlan keeps the benchmark's inputs honest: the
 // generated manifests are valid and their plans keep the contract.
 func TestSyntheticManifestsPlan(t *testing.T) {
-	for _, n := range []int{5, 100} {
+	for _, n := range []int{5, 100, 2000} {
 		p := pipeline(t, synth.JSON(n))
 		if len(p.Services) != n || len(p.Steps) != 10+2*(n-4) {
 			t.Errorf("n=%d: %d services, %d steps", n, len(p.Services), len(p.Steps))

@@ -163,7 +163,7 @@ func (r *renderer) hosts() error {
 		}
 		for _, nd := range s.Databases() {
 			db := nd.DB
-			key := nd.Path[len(nd.Path)-1]
+			key := nd.Key
 			f := DBFacts{Key: key, Name: db.Name, Port: db.Port, User: db.Owner, Extra: db.AdditionalDBs, Mode: db.Mode}
 			if f.Extra == nil {
 				f.Extra = []string{}

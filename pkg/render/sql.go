@@ -26,7 +26,7 @@ func (r *renderer) postgres() error {
 			}
 			srv := db.Server().Name
 			for _, name := range append([]string{db.Name}, db.AdditionalDBs...) {
-				byServer[srv] = append(byServer[srv], database{name, db.Owner, nd.Path.String()})
+				byServer[srv] = append(byServer[srv], database{name, db.Owner, nd.Path().String()})
 			}
 		}
 		return nil
