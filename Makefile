@@ -10,18 +10,32 @@ TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkco
 	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
 	/usr/lib/postgresql/15/bin/initdb=postgresql-15
 
-.PHONY: all build test deps vet unit demo bench fuzz docs check-docs clean
+# Code generation tools, pinned; installed into $(GOBIN) by `make deps`.
+BUF_VERSION                := v1.50.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOBIN ?= $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: all build test deps tools vet unit demo bench fuzz docs proto proto-breaking clean
 
 all: build
 
 build:
 	$(GO) build ./...
 
-## test: install what the tests need, then vet and run every test.
-test: deps vet unit
+## test: install what the tests need, then vet, check the API, and run every test.
+test: deps vet proto-breaking unit
 
-deps:
+deps: tools
 	@scripts/install-deps $(TEST_DEPS)
+
+## tools: buf and the protoc plugins at their pinned versions (buf takes a
+## few minutes to build the first time).
+tools:
+	@command -v buf >/dev/null || GOFLAGS= $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@command -v protoc-gen-go >/dev/null || GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@command -v protoc-gen-go-grpc >/dev/null || GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 vet:
 	$(GO) vet ./...
@@ -47,6 +61,17 @@ fuzz:
 ## docs: regenerate docs/manifest.md and docs/cli/ from the code.
 docs:
 	$(GO) run ./cmd/gen-docs -out docs
+
+## proto: lint proto/ and regenerate pkg/api (committed).
+proto: tools
+	buf lint
+	buf generate
+
+## proto-breaking: buf breaking against the newest release tag (v*), if any.
+proto-breaking: tools
+	@last=$$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null); \
+	if [ -n "$$last" ]; then buf breaking --against ".git#tag=$$last"; \
+	else echo "proto-breaking: no release tag yet; nothing to compare against"; fi
 
 clean:
 	$(GO) clean -testcache
