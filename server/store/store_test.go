@@ -1,0 +1,272 @@
+package store_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/nixmox/nixmox/server/store"
+)
+
+var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func open(t *testing.T, path string) *store.Store {
+	t.Helper()
+	s, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestOpenIsOwnerOnlyAndVersioned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	s := open(t, path)
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v", st.Mode(), err)
+	}
+	if v, err := s.Schema(); err != nil || v != store.SchemaVersion {
+		t.Fatalf("schema %d, %v", v, err)
+	}
+	s.Close()
+	// A file someone widened is narrowed again.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(t, path)
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after reopen %v", st.Mode())
+	}
+}
+
+// TestMigratesOldAndRefusesNewer: a file without a schema (version 0) is
+// migrated; one from a newer nixmox is refused, untouched.
+func TestMigratesOldAndRefusesNewer(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.db")
+	db, err := bolt.Open(old, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, old)
+	if _, err := s.PutManifest("m.nix", []byte(`{}`), t0); err != nil {
+		t.Fatalf("migrated file unusable: %v", err)
+	}
+
+	newer := filepath.Join(dir, "newer.db")
+	db, err = bolt.Open(newer, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		b, _ := tx.CreateBucketIfNotExists([]byte("meta"))
+		return b.Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, 99})
+	})
+	db.Close()
+	if _, err := store.Open(newer); !errors.Is(err, store.ErrNewerSchema) {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestRecords(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+
+	for i := 1; i <= 3; i++ {
+		v, err := s.PutManifest("m.nix", []byte(fmt.Sprintf(`{"v":%d}`, i)), t0)
+		if err != nil || v != uint64(i) {
+			t.Fatalf("version %d, %v", v, err)
+		}
+	}
+	if m, err := s.Manifest(0); err != nil || m.Version != 3 || string(m.JSON) != `{"v":3}` {
+		t.Fatalf("latest manifest %+v, %v", m, err)
+	}
+	if _, err := s.Manifest(9); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing manifest: %v", err)
+	}
+
+	ids := []string{store.NewRolloutID(t0), store.NewRolloutID(t0.Add(time.Second)), store.NewRolloutID(t0.Add(time.Minute))}
+	for _, id := range []string{ids[1], ids[2], ids[0]} {
+		if err := s.PutRollout(store.Rollout{ID: id, Manifest: 1, Who: "root", Started: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := s.Rollouts(2)
+	if err != nil || len(rs) != 2 || rs[0].ID != ids[2] || rs[1].ID != ids[1] {
+		t.Fatalf("rollouts %+v, %v", rs, err)
+	}
+
+	// A success records its fingerprint; a later failure clears it.
+	if err := s.PutStep(ids[0], store.StepRecord{ID: "verify:dns", State: "succeeded", Fingerprint: "abc"}); err != nil {
+		t.Fatal(err)
+	}
+	if fp, _ := s.Fingerprint("verify:dns"); fp != "abc" {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	if err := s.PutStep(ids[1], store.StepRecord{ID: "verify:dns", State: "failed", Error: "exit 7"}); err != nil {
+		t.Fatal(err)
+	}
+	if fp, _ := s.Fingerprint("verify:dns"); fp != "" {
+		t.Fatalf("fingerprint after failure %q", fp)
+	}
+	if steps, _ := s.Steps(ids[1]); steps["verify:dns"].Error != "exit 7" {
+		t.Fatalf("steps %+v", steps)
+	}
+
+	for _, what := range []string{"apply", "rollback"} {
+		if _, err := s.Audit(store.AuditEntry{Time: t0, Who: "root", What: what, Result: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if log, err := s.AuditLog(1); err != nil || len(log) != 1 || log[0].What != "rollback" || log[0].Seq != 2 {
+		t.Fatalf("audit after 1: %+v, %v", log, err)
+	}
+
+	if err := s.Lock("r1"); err != nil {
+		t.Fatal(err)
+	}
+	var le *store.LockedError
+	if err := s.Lock("r2"); !errors.As(err, &le) || le.Holder != "r1" {
+		t.Fatalf("second lock: %v", err)
+	}
+	if err := s.Unlock("r2"); !errors.As(err, &le) {
+		t.Fatalf("unlock by another: %v", err)
+	}
+	if err := s.Unlock("r1"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.LockHolder(); h != "" {
+		t.Fatalf("holder %q", h)
+	}
+
+	for n := int64(1); n <= 2; n++ {
+		if err := s.PutGeneration("dns", store.Generation{Number: n, StorePath: "/nix/store/x", Created: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if gs, _ := s.Generations("dns"); len(gs) != 2 || gs[1].Number != 2 {
+		t.Fatalf("generations %+v", gs)
+	}
+	if err := s.PutAgent(store.Agent{Service: "dns", Enrolled: t0, CertSerial: "01"}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Agent("dns"); err != nil || a.CertSerial != "01" {
+		t.Fatalf("agent %+v, %v", a, err)
+	}
+	for i, h := range []string{"starting", "healthy", "unhealthy"} {
+		if err := s.AddHealth("dns", store.HealthRecord{Time: t0.Add(time.Duration(i) * time.Second), Check: "liveness", Health: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hs, _ := s.Health("dns", 2); len(hs) != 2 || hs[0].Health != "healthy" || hs[1].Health != "unhealthy" {
+		t.Fatalf("health %+v", hs)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashWriter is the child of TestSIGKILL: it writes steps (each with its
+// fingerprint and an audit entry) one transaction at a time, continuing
+// where the file stands, and prints each number once its commit returned.
+func crashWriter(path string) {
+	s, err := store.Open(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	steps, _ := s.Steps("crash")
+	w := bufio.NewWriter(os.Stdout)
+	for i := len(steps) + 1; ; i++ {
+		id := "step-" + strconv.Itoa(i)
+		if err := s.PutStep("crash", store.StepRecord{ID: id, State: "succeeded", Attempts: 1, Fingerprint: "fp-" + id}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if _, err := s.Audit(store.AuditEntry{Who: "test", What: id, Result: "ok"}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Fprintln(w, i)
+		w.Flush()
+	}
+}
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv("NIXMOX_STORE_CRASH_WRITER"); path != "" {
+		crashWriter(path)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSIGKILL kills a writing process at many points; each time the file
+// opens, passes bbolt's consistency check, holds every write the child had
+// seen committed, and holds no step without its fingerprint.
+func TestSIGKILL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	acknowledged := 0
+	for round, after := range []int{1, 7, 40, 3, 120, 15} {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "NIXMOX_STORE_CRASH_WRITER="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		for seen := 0; seen < after && sc.Scan(); seen++ {
+			n, _ := strconv.Atoi(sc.Text())
+			acknowledged = max(acknowledged, n)
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+
+		s, err := store.Open(path)
+		if err != nil {
+			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("round %d: consistency: %v", round, err)
+		}
+		steps, err := s.Steps("crash")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(steps) < acknowledged {
+			t.Fatalf("round %d: %d steps stored, %d were acknowledged", round, len(steps), acknowledged)
+		}
+		for i := 1; i <= len(steps); i++ {
+			id := "step-" + strconv.Itoa(i)
+			if _, ok := steps[id]; !ok {
+				t.Fatalf("round %d: %s missing among %d steps", round, id, len(steps))
+			}
+			if fp, _ := s.Fingerprint(id); fp != "fp-"+id {
+				t.Fatalf("round %d: %s stored without its fingerprint", round, id)
+			}
+		}
+		s.Close()
+	}
+	if acknowledged < 150 {
+		t.Fatalf("only %d writes acknowledged", acknowledged)
+	}
+}
