@@ -37,12 +37,24 @@ const serviceNamePattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 type Dependency struct {
 	// Service is the name of the service depended on.
 	Service string
-	// Reasons say why, first the explicit one: "depends_on", "auth
-	// provider", "database host", "forward_auth upstream", "reverse proxy".
-	Reasons []string
 	at      lazyPath // where the first reason comes from
 	index   int      // the depends_on index, or -1
 	mask    uint8    // the reasons, as reasonBit bits
+}
+
+// reasons in the order Reasons lists them.
+var reasons = []string{"depends_on", "auth provider", "database host", "forward_auth upstream", "reverse proxy"}
+
+// Reasons say why, the explicit one first: "depends_on", "auth provider",
+// "database host", "forward_auth upstream", "reverse proxy".
+func (d Dependency) Reasons() []string {
+	var out []string
+	for _, r := range reasons {
+		if d.Has(r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Location is the manifest field the first reason comes from, e.g.
@@ -63,7 +75,7 @@ func (d Dependency) Has(reason string) bool { return d.mask&reasonBit(reason) !=
 
 // String is "name (reason, reason)".
 func (d Dependency) String() string {
-	return fmt.Sprintf("%s (%s)", d.Service, strings.Join(d.Reasons, ", "))
+	return fmt.Sprintf("%s (%s)", d.Service, strings.Join(d.Reasons(), ", "))
 }
 
 // validator holds what the checks share.
@@ -352,7 +364,7 @@ func (v *validator) service(s *Service) {
 		return // a duplicate name, reported by collect
 	}
 	p := s.Path()
-	s.deps = make([]Dependency, 0, len(s.DependsOn)+4)
+	s.deps = make([]Dependency, 0, len(s.DependsOn)+3)
 	v.ipInNetwork(p, "ip", s.IP, true)
 	if s.IP != "" && s.IP == v.m.Network.Gateway {
 		v.diags.Addf(p.Key("ip"), "%s is the gateway's address", s.IP)
@@ -452,7 +464,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 		}
 		return
 	}
-	v.provider(p.Key("provider"), s, a.Provider)
+	v.provider(lazyPath{p, "provider"}, s, a.Provider)
 	switch a.Type {
 	case "oidc":
 		if a.OIDC == nil {
@@ -477,7 +489,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 			} else if t == nil {
 				v.diags.Addf(p.Key("forward_auth_upstream"), "no enabled service has the address %q", host)
 			} else if t != s {
-				v.addDep(s, t.Name, "forward_auth upstream", p.Key("forward_auth_upstream"))
+				v.addDep(s, t.Name, "forward_auth upstream", lazyPath{p, "forward_auth_upstream"})
 			}
 		}
 	}
@@ -485,15 +497,15 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 
 // provider resolves an auth provider name to an enabled core service and
 // records the edge.
-func (v *validator) provider(p Path, s *Service, name string) *Service {
+func (v *validator) provider(p lazyPath, s *Service, name string) *Service {
 	t, ok := v.byName[name]
 	switch {
 	case !ok && v.all[name] != nil:
-		v.diags.Addf(p, "auth provider %q is disabled", name)
+		v.diags.Addf(p.Path(), "auth provider %q is disabled", name)
 	case !ok:
-		v.diags.Addf(p, "no enabled service provides auth provider %q%s", name, didYouMean(name, v.names))
+		v.diags.Addf(p.Path(), "no enabled service provides auth provider %q%s", name, didYouMean(name, v.names))
 	case !t.Core:
-		v.diags.Addf(p, "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
+		v.diags.Addf(p.Path(), "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
 	case t != s:
 		v.addDep(s, name, "auth provider", p)
 	}
@@ -654,7 +666,7 @@ func (v *validator) db(p Path, s *Service, db *DB, key string) {
 		return
 	}
 	if db.server != s {
-		v.addDep(s, db.server.Name, "database host", p.Key("host"))
+		v.addDep(s, db.server.Name, "database host", lazyPath{p, "host"})
 	}
 }
 
@@ -708,7 +720,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 			case s.Interface.Auth != nil && s.Interface.Auth.Type != "none":
 			default:
 				// authz with no auth block: the default provider.
-				v.provider(rp.Key("authz"), s, DefaultAuthProvider())
+				v.provider(lazyPath{rp, "authz"}, s, DefaultAuthProvider())
 			}
 		}
 	}
@@ -720,7 +732,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 	case !ok:
 		v.diags.Addf(p, "needs the reverse proxy %q, which is not an enabled service (set network.reverse_proxy)", v.m.Network.ReverseProxy)
 	default:
-		v.addDep(s, rpSvc.Name, "reverse proxy", p)
+		v.addDep(s, rpSvc.Name, "reverse proxy", lazyPath{p, ""})
 	}
 }
 
@@ -742,12 +754,16 @@ func (v *validator) health(p Path, h *Health) {
 // duplicates reports IPs, hostnames, vmids, route domain+path pairs and
 // databases that two enabled services share.
 func (v *validator) duplicates(enabled []*Service) {
-	// Paths are built only for the duplicates found.
+	// Paths and messages are built only for the duplicates found.
 	n := len(enabled)
-	ips, hosts := make(map[string]lazyPath, n), make(map[string]lazyPath, n)
-	vmids := make(map[int]lazyPath, n)
-	type pair struct{ a, b string }
-	routes, dbs := make(map[pair]lazyPath, n), make(map[pair]lazyPath, n)
+	seen := make(map[dupKey]lazyPath, 5*n)
+	check := func(key dupKey, p lazyPath) {
+		if prev, dup := seen[key]; dup {
+			v.diags.Addf(p.Path(), "%s is already used by %s", key, prev.Path())
+			return
+		}
+		seen[key] = p
+	}
 	type siteTLS struct {
 		tls bool
 		at  lazyPath
@@ -759,14 +775,14 @@ func (v *validator) duplicates(enabled []*Service) {
 		}
 		p := s.Path()
 		if s.IP != "" {
-			checkUnique(v, ips, s.IP, "IP "+s.IP, lazyPath{p, "ip"})
+			check(dupKey{kind: "IP", a: s.IP}, lazyPath{p, "ip"})
 		}
 		if s.Hostname != "" {
 			h := strings.ToLower(s.Hostname)
-			checkUnique(v, hosts, h, "hostname "+h, lazyPath{p, "hostname"})
+			check(dupKey{kind: "hostname", a: h}, lazyPath{p, "hostname"})
 		}
 		if s.VMID != 0 {
-			checkUnique(v, vmids, s.VMID, "vmid "+strconv.Itoa(s.VMID), lazyPath{p, "vmid"})
+			check(dupKey{kind: "vmid", n: s.VMID}, lazyPath{p, "vmid"})
 		}
 		if px := s.Interface.Proxy; px != nil {
 			for _, r := range px.Routes {
@@ -776,7 +792,7 @@ func (v *validator) duplicates(enabled []*Service) {
 				}
 				if r.Domain != "" {
 					d := strings.ToLower(r.Domain)
-					checkUnique(v, routes, pair{d, r.Path}, "route "+d+r.Path, lazyPath{p, field})
+					check(dupKey{kind: "route", a: d, b: r.Path}, lazyPath{p, field})
 					// One site per domain: its routes must agree on TLS.
 					if prev, ok := tlsOf[d]; ok && prev.tls != r.TLS {
 						v.diags.Addf(lazyPath{p, strings.TrimSuffix(field, "domain") + "tls"}.Path(),
@@ -798,21 +814,31 @@ func (v *validator) duplicates(enabled []*Service) {
 				}
 				if name != "" {
 					at := lazyPath{d.Path(), "name"}
-					checkUnique(v, dbs, pair{name, d.DB.server.Name}, "database "+strconv.Quote(name)+" on "+d.DB.server.Name, at)
+					check(dupKey{kind: "database", a: name, b: d.DB.server.Name}, at)
 				}
 			}
 		}
 	}
 }
 
-// checkUnique records key as used at p, or reports that it was used before;
-// what names the value in the message.
-func checkUnique[K comparable](v *validator, seen map[K]lazyPath, key K, what string, p lazyPath) {
-	if prev, dup := seen[key]; dup {
-		v.diags.Addf(p.Path(), "%s is already used by %s", what, prev.Path())
-		return
+// dupKey is a value that must be unique across enabled services.
+type dupKey struct {
+	kind string // IP, hostname, vmid, route, database
+	a, b string
+	n    int
+}
+
+// String is the value as messages show it.
+func (k dupKey) String() string {
+	switch k.kind {
+	case "vmid":
+		return "vmid " + strconv.Itoa(k.n)
+	case "route":
+		return "route " + k.a + k.b
+	case "database":
+		return "database " + strconv.Quote(k.a) + " on " + k.b
 	}
-	seen[key] = p
+	return k.kind + " " + k.a
 }
 
 // NamedDB is a database of a service with where it is declared.
@@ -869,7 +895,7 @@ func (v *validator) dependencies(s *Service) {
 		case !ok:
 			v.diags.Addf(p.Key("depends_on").Index(i), "unknown service %q%s", d, didYouMean(d, v.names))
 		default:
-			s.deps = append(s.deps, Dependency{Service: t.Name, Reasons: reasonSlice("depends_on"), at: lazyPath{p, "depends_on"}, index: i, mask: reasonBit("depends_on")})
+			s.deps = append(s.deps, Dependency{Service: t.Name, at: lazyPath{p, "depends_on"}, index: i, mask: reasonBit("depends_on")})
 		}
 	}
 	// One Dependency per service, its reasons in the order found but with
@@ -879,15 +905,12 @@ func (v *validator) dependencies(s *Service) {
 		if c := strings.Compare(a.Service, b.Service); c != 0 {
 			return c
 		}
-		return boolRank(b.Reasons[0] == "depends_on") - boolRank(a.Reasons[0] == "depends_on")
+		return boolRank(b.mask == reasonBit("depends_on")) - boolRank(a.mask == reasonBit("depends_on"))
 	})
 	out := s.deps[:0]
 	for _, d := range s.deps {
 		if n := len(out); n > 0 && out[n-1].Service == d.Service {
-			if !out[n-1].Has(d.Reasons[0]) {
-				out[n-1].Reasons = append(out[n-1].Reasons, d.Reasons[0])
-				out[n-1].mask |= d.mask
-			}
+			out[n-1].mask |= d.mask
 			continue
 		}
 		out = append(out, d)
@@ -898,24 +921,14 @@ func (v *validator) dependencies(s *Service) {
 	}
 	for _, d := range s.deps {
 		if t := v.byName[d.Service]; t != nil && !t.Core {
-			v.diags.Addf(d.Location(), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons, ", "))
+			v.diags.Addf(d.Location(), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons(), ", "))
 		}
 	}
 }
 
-func (v *validator) addDep(s *Service, on, reason string, p Path) {
-	s.deps = append(s.deps, Dependency{Service: on, Reasons: reasonSlice(reason), at: lazyPath{p, ""}, index: -1, mask: reasonBit(reason)})
+func (v *validator) addDep(s *Service, on, reason string, at lazyPath) {
+	s.deps = append(s.deps, Dependency{Service: on, at: at, index: -1, mask: reasonBit(reason)})
 }
-
-// The reasons' shared single-element lists. Their capacity is their
-// length, so appending a second reason copies rather than writes into them.
-var (
-	reasonsDependsOn   = []string{"depends_on"}
-	reasonsAuth        = []string{"auth provider"}
-	reasonsDatabase    = []string{"database host"}
-	reasonsForwardAuth = []string{"forward_auth upstream"}
-	reasonsProxy       = []string{"reverse proxy"}
-)
 
 // reasonBit is the bit of a reason in Dependency.mask; 0 for no reason.
 func reasonBit(reason string) uint8 {
@@ -930,22 +943,6 @@ func reasonBit(reason string) uint8 {
 		return 8
 	case "reverse proxy":
 		return 16
-	}
-	return 0
-}
-
-func reasonSlice(reason string) []string {
-	switch reason {
-	case "depends_on":
-		return reasonsDependsOn
-	case "auth provider":
-		return reasonsAuth
-	case "database host":
-		return reasonsDatabase
-	case "forward_auth upstream":
-		return reasonsForwardAuth
-	case "reverse proxy":
-		return reasonsProxy
 	}
 	panic("manifest: unknown dependency reason " + reason)
 }
@@ -964,7 +961,12 @@ type lazyPath struct {
 	field  string
 }
 
-func (l lazyPath) Path() Path { return l.parent.Key(l.field) }
+func (l lazyPath) Path() Path {
+	if l.field == "" {
+		return l.parent
+	}
+	return l.parent.Key(l.field)
+}
 
 // phases checks deployment_phases against the services; the graph package
 // checks its order against the dependencies.

@@ -226,13 +226,19 @@ func (b *builder) finish() ([]Step, error) {
 			return nil, fmt.Errorf("internal error: the plan's steps form a cycle (%d of %d ordered)", len(order), len(b.steps))
 		}
 	}
+	total := 0
+	for _, ns := range b.needs {
+		total += len(ns)
+	}
+	all := make([]string, 0, total) // one allocation for every Needs list
 	out := make([]Step, len(order))
 	for k, i := range order {
 		s := b.steps[i]
-		s.Needs = make([]string, len(b.needs[i]))
-		for j, n := range b.needs[i] {
-			s.Needs[j] = b.steps[n].ID
+		start := len(all)
+		for _, n := range b.needs[i] {
+			all = append(all, b.steps[n].ID)
 		}
+		s.Needs = all[start:len(all):len(all)]
 		sort.Strings(s.Needs)
 		out[k] = s
 	}

@@ -125,7 +125,7 @@ func checkContract(t *testing.T, g *graph.Graph, cp contractPlan) {
 		}
 		for _, d := range svc.Dependencies() {
 			if !reach[start]["verify:"+d.Service] {
-				t.Errorf("%s does not wait for verify:%s (%s)", start, d.Service, strings.Join(d.Reasons, ", "))
+				t.Errorf("%s does not wait for verify:%s (%s)", start, d.Service, strings.Join(d.Reasons(), ", "))
 			}
 		}
 		for _, other := range m.Enabled() {
