@@ -257,22 +257,33 @@ type StepRecord struct {
 // crash can never leave a success without its fingerprint or the other way
 // round; a failure clears the fingerprint.
 func (s *Store) PutStep(rolloutID string, st StepRecord) error {
+	return s.PutSteps(rolloutID, []StepRecord{st})
+}
+
+// PutSteps records several steps' states in one transaction (one fsync),
+// in order, with PutStep's fingerprint rules.
+func (s *Store) PutSteps(rolloutID string, sts []StepRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		steps, err := tx.Bucket(bucketSteps).CreateBucketIfNotExists([]byte(rolloutID))
 		if err != nil {
 			return err
 		}
-		if err := put(steps, []byte(st.ID), st); err != nil {
-			return err
-		}
 		fps := tx.Bucket(bucketFingerprints)
-		switch st.State {
-		case "succeeded":
-			if st.Fingerprint != "" {
-				return fps.Put([]byte(st.ID), []byte(st.Fingerprint))
+		for _, st := range sts {
+			if err := put(steps, []byte(st.ID), st); err != nil {
+				return err
 			}
-		case "failed", "rolled_back":
-			return fps.Delete([]byte(st.ID))
+			switch st.State {
+			case "succeeded":
+				if st.Fingerprint != "" {
+					err = fps.Put([]byte(st.ID), []byte(st.Fingerprint))
+				}
+			case "failed", "rolled_back":
+				err = fps.Delete([]byte(st.ID))
+			}
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	})
