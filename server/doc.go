@@ -1,5 +1,6 @@
-// Package server will hold nixmox-server: the gRPC services, the rollout
-// controller, the bbolt state store, the providers (proxmox, local), the
-// Terraform runner, the binary cache and the metrics. It lands with the
-// server/agent issue; see docs/architecture.md.
+// Package server is nixmox-server: the gRPC services (AgentAPI so far), and
+// in its subpackages the bbolt state store (store), the certificate
+// authority (pki) and the rollout executor (rollout). The rollout
+// controller, providers, Terraform runner, binary cache and metrics land
+// with their issues; see docs/architecture.md.
 package server

@@ -11,6 +11,7 @@
 package store
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,7 @@ import (
 )
 
 // SchemaVersion is the schema this package reads and writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Bucket names.
 var (
@@ -35,6 +36,7 @@ var (
 	bucketAgents       = []byte("agents")
 	bucketHealth       = []byte("health")      // service -> sequence -> HealthRecord
 	bucketGenerations  = []byte("generations") // service -> generation -> Generation
+	bucketTokens       = []byte("tokens")      // sha256(token) -> Token
 	keySchema          = []byte("schema_version")
 	keyLock            = []byte("rollout_lock")
 )
@@ -50,6 +52,11 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	// 1 -> 2: one-time enrollment tokens.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketTokens)
+		return err
 	},
 }
 
@@ -499,4 +506,47 @@ func (s *Store) Health(service string, n int) ([]HealthRecord, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Token is a one-time enrollment token, stored by its SHA-256 only.
+type Token struct {
+	Service string    `json:"service"`
+	Expires time.Time `json:"expires"`
+}
+
+func tokenKey(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// PutToken records a one-time enrollment token for a service. Only its hash
+// is stored: the state file never holds a usable token.
+func (s *Store) PutToken(token, service string, expires time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return put(tx.Bucket(bucketTokens), tokenKey(token), Token{Service: service, Expires: expires.UTC()})
+	})
+}
+
+// ErrBadToken is an unknown, used or expired enrollment token.
+var ErrBadToken = errors.New("unknown, used or expired enrollment token")
+
+// UseToken consumes a token and returns the service it was issued for. A
+// token works once: it is deleted in the same transaction, expired or not.
+func (s *Store) UseToken(token string, now time.Time) (service string, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		var t Token
+		if err := get(b, tokenKey(token), &t); err != nil {
+			return ErrBadToken
+		}
+		if err := b.Delete(tokenKey(token)); err != nil {
+			return err
+		}
+		if now.After(t.Expires) {
+			return ErrBadToken
+		}
+		service = t.Service
+		return nil
+	})
+	return service, err
 }

@@ -270,3 +270,50 @@ func TestSIGKILL(t *testing.T) {
 		t.Fatalf("only %d writes acknowledged", acknowledged)
 	}
 }
+
+func TestTokensWorkOnce(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := s.PutToken("secret-1", "dns", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutToken("secret-2", "web", t0.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := s.UseToken("secret-1", t0); err != nil || svc != "dns" {
+		t.Fatalf("first use: %q, %v", svc, err)
+	}
+	for _, tok := range []string{"secret-1", "secret-2", "never-issued"} {
+		if _, err := s.UseToken(tok, t0); !errors.Is(err, store.ErrBadToken) {
+			t.Errorf("%s: %v", tok, err)
+		}
+	}
+}
+
+// TestMigratesVersion1: a file of schema 1 gains the tokens bucket.
+func TestMigratesVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{"manifests", "rollouts", "steps", "audit", "fingerprints", "agents", "health", "generations"} {
+			if _, err := tx.CreateBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		meta, _ := tx.CreateBucket([]byte("meta"))
+		return meta.Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, 1})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, path)
+	if v, _ := s.Schema(); v != 2 {
+		t.Fatalf("schema %d", v)
+	}
+	if err := s.PutToken("t", "dns", t0); err != nil {
+		t.Fatalf("tokens after migration: %v", err)
+	}
+}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/server/pki"
+	"github.com/nixmox/nixmox/server/store"
+)
+
+// AgentAPI implements the agent-facing AgentService.
+//
+// Enroll is the one call an agent makes without a client certificate. On
+// Connect, the agent's service is read from its verified certificate and
+// from nothing it sends (Hello carries no service name), so an agent can
+// only report for, and receive the desired generations and secrets of, its
+// own service.
+type AgentAPI struct {
+	nixmoxv1.UnimplementedAgentServiceServer
+
+	Store *store.Store
+	CA    *pki.CA
+	Log   hclog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu      sync.Mutex
+	streams map[string]*agentStream
+	waiters map[string][]chan struct{}
+}
+
+type agentStream struct {
+	send   chan *nixmoxv1.ConnectResponse
+	hello  *nixmoxv1.Hello
+	closed chan struct{}
+}
+
+func (a *AgentAPI) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// Enroll trades a one-time token for a client certificate naming the
+// token's service. A token is consumed by any attempt to use it, and the
+// reply never says whether a token existed.
+func (a *AgentAPI) Enroll(ctx context.Context, req *nixmoxv1.EnrollRequest) (*nixmoxv1.EnrollResponse, error) {
+	svc, err := a.Store.UseToken(req.GetToken(), a.now())
+	if err != nil || svc != req.GetService() {
+		a.Log.Warn("enrollment refused", "service", req.GetService())
+		a.audit("enroll "+req.GetService(), "refused")
+		return nil, status.Error(codes.PermissionDenied, "enrollment refused: the token is unknown, used, expired or for another service")
+	}
+	cert, err := a.CA.SignAgent(req.GetCsrPem(), svc)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+	if err := a.Store.PutAgent(store.Agent{Service: svc, Enrolled: a.now()}); err != nil {
+		return nil, status.Errorf(codes.Internal, "recording the agent: %v", err)
+	}
+	a.audit("enroll "+svc, "ok")
+	a.Log.Info("agent enrolled", "service", svc)
+	return &nixmoxv1.EnrollResponse{CertificatePem: cert, CaPem: a.CA.PEM}, nil
+}
+
+func (a *AgentAPI) audit(what, result string) {
+	if _, err := a.Store.Audit(store.AuditEntry{Time: a.now(), Who: "agent", What: what, Result: result}); err != nil {
+		a.Log.Error("audit log", "error", err)
+	}
+}
+
+// serviceOf returns the service named by the caller's verified client
+// certificate.
+func serviceOf(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", status.Error(codes.Unauthenticated, "a client certificate from enrollment is required")
+	}
+	svc, err := pki.AgentService(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return "", status.Error(codes.PermissionDenied, err.Error())
+	}
+	return svc, nil
+}
+
+// Connect holds an agent's stream: the first message must be Hello; stage
+// and health reports are recorded for the certificate's service; messages
+// for the service (Send) go down the stream.
+func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
+	svc, err := serviceOf(stream.Context())
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be hello")
+	}
+	log := a.Log.With("service", svc)
+	st := &agentStream{send: make(chan *nixmoxv1.ConnectResponse, 16), hello: hello, closed: make(chan struct{})}
+	a.register(svc, st)
+	defer a.unregister(svc, st)
+	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			a.record(svc, msg)
+		}
+	}()
+	for {
+		select {
+		case m := <-st.send:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			log.Info("agent disconnected", "reason", err)
+			return nil
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// record stores a report under the service the stream belongs to.
+func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
+	switch m := msg.GetMessage().(type) {
+	case *nixmoxv1.ConnectRequest_Health:
+		h := m.Health
+		if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: h.GetCheck(), Health: h.GetHealth().String(), Output: h.GetOutput()}); err != nil {
+			a.Log.Error("recording health", "service", svc, "error", err)
+		}
+	case *nixmoxv1.ConnectRequest_Stage:
+		a.Log.Info("stage", "service", svc, "generation", m.Stage.GetGeneration(), "stage", m.Stage.GetStage())
+	}
+}
+
+func (a *AgentAPI) register(svc string, st *agentStream) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.streams == nil {
+		a.streams = map[string]*agentStream{}
+	}
+	if old := a.streams[svc]; old != nil {
+		close(old.closed) // a reconnect replaces the old stream
+	}
+	a.streams[svc] = st
+	for _, w := range a.waiters[svc] {
+		close(w)
+	}
+	delete(a.waiters, svc)
+}
+
+func (a *AgentAPI) unregister(svc string, st *agentStream) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.streams[svc] == st {
+		delete(a.streams, svc)
+	}
+}
+
+// Connected reports whether the service's agent has a stream open.
+func (a *AgentAPI) Connected(svc string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.streams[svc] != nil
+}
+
+// WaitConnected returns once the service's agent is connected, or when ctx
+// ends.
+func (a *AgentAPI) WaitConnected(ctx context.Context, svc string) error {
+	a.mu.Lock()
+	if a.streams[svc] != nil {
+		a.mu.Unlock()
+		return nil
+	}
+	if a.waiters == nil {
+		a.waiters = map[string][]chan struct{}{}
+	}
+	w := make(chan struct{})
+	a.waiters[svc] = append(a.waiters[svc], w)
+	a.mu.Unlock()
+	select {
+	case <-w:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ErrNotConnected is returned by Send when the service has no agent stream.
+var ErrNotConnected = errors.New("the service's agent is not connected")
+
+// Send queues a message for the service's agent only.
+func (a *AgentAPI) Send(ctx context.Context, svc string, msg *nixmoxv1.ConnectResponse) error {
+	a.mu.Lock()
+	st := a.streams[svc]
+	a.mu.Unlock()
+	if st == nil {
+		return fmt.Errorf("%s: %w", svc, ErrNotConnected)
+	}
+	select {
+	case st.send <- msg:
+		return nil
+	case <-st.closed:
+		return fmt.Errorf("%s: %w", svc, ErrNotConnected)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

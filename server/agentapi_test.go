@@ -1,0 +1,228 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/server"
+	"github.com/nixmox/nixmox/server/pki"
+	"github.com/nixmox/nixmox/server/store"
+)
+
+type fixture struct {
+	api  *server.AgentAPI
+	addr string
+	ca   *pki.CA
+	st   *store.Store
+}
+
+// start runs the agent API on a loopback port over TLS: a client
+// certificate is optional at the handshake (Enroll needs none) and checked
+// by Connect.
+func start(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.LoadOrCreate(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cert, err := ca.ServerCert([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS13,
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &server.AgentAPI{Store: st, CA: ca, Log: hclog.NewNullLogger()}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	nixmoxv1.RegisterAgentServiceServer(srv, api)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return &fixture{api: api, addr: lis.Addr().String(), ca: ca, st: st}
+}
+
+// client dials the server trusting ca, presenting cert when given.
+func (f *fixture) client(t *testing.T, ca *pki.CA, cert *tls.Certificate) nixmoxv1.AgentServiceClient {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return nixmoxv1.NewAgentServiceClient(conn)
+}
+
+// enroll enrolls an agent for service with token and returns its
+// certificate.
+func (f *fixture) enroll(t *testing.T, token, service string) (tls.Certificate, error) {
+	t.Helper()
+	keyPEM, csrPEM, err := pki.NewCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.client(t, f.ca, nil).Enroll(context.Background(), &nixmoxv1.EnrollRequest{Token: token, Service: service, CsrPem: csrPEM})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(resp.GetCertificatePem(), keyPEM)
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestEnrollmentTokens(t *testing.T) {
+	f := start(t)
+	exp := time.Now().Add(time.Hour)
+	_ = f.st.PutToken("tok-dns", "dns", exp)
+	_ = f.st.PutToken("tok-web", "web", exp)
+	if _, err := f.enroll(t, "tok-dns", "dns"); err != nil {
+		t.Fatalf("enrolling dns: %v", err)
+	}
+	for _, tc := range []struct{ token, service string }{
+		{"tok-dns", "dns"}, // used
+		{"tok-web", "dns"}, // another service's token (and now consumed)
+		{"tok-web", "web"},
+		{"guess", "web"},
+	} {
+		if _, err := f.enroll(t, tc.token, tc.service); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("enroll %s with %s: %v", tc.service, tc.token, err)
+		}
+	}
+	log, _ := f.st.AuditLog(0)
+	if len(log) != 5 || log[0].Result != "ok" || log[1].Result != "refused" {
+		t.Errorf("audit log %+v", log)
+	}
+}
+
+// TestAgentsAreTheirCertificates: each agent reports and receives for its
+// certificate's service only; without an enrolled certificate, or with one
+// from another CA, there is no stream.
+func TestAgentsAreTheirCertificates(t *testing.T) {
+	f := start(t)
+	exp := time.Now().Add(time.Hour)
+	_ = f.st.PutToken("t1", "dns", exp)
+	_ = f.st.PutToken("t2", "web", exp)
+	dnsCert, err := f.enroll(t, "t1", "dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCert, err := f.enroll(t, "t2", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	connect := func(cert tls.Certificate) nixmoxv1.AgentService_ConnectClient {
+		s, err := f.client(t, f.ca, &cert).Connect(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: &nixmoxv1.Hello{ActiveGeneration: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	dns := connect(dnsCert)
+	if err := f.api.WaitConnected(ctx(t), "dns"); err != nil {
+		t.Fatal(err)
+	}
+	if f.api.Connected("web") {
+		t.Fatal("web connected before its agent did")
+	}
+	web := connect(webCert)
+	if err := f.api.WaitConnected(ctx(t), "web"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Secrets for web go to web only; dns's next message is its own.
+	secret := func(v string) *nixmoxv1.ConnectResponse {
+		return &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Secrets{Secrets: &nixmoxv1.Secrets{Values: map[string][]byte{"k": []byte(v)}}}}
+	}
+	if err := f.api.Send(ctx(t), "web", secret("for-web")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.api.Send(ctx(t), "dns", secret("for-dns")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := dns.Recv(); err != nil || string(m.GetSecrets().GetValues()["k"]) != "for-dns" {
+		t.Fatalf("dns received %v, %v", m, err)
+	}
+	if m, err := web.Recv(); err != nil || string(m.GetSecrets().GetValues()["k"]) != "for-web" {
+		t.Fatalf("web received %v, %v", m, err)
+	}
+
+	// A report on dns's stream is dns's, whatever it says.
+	if err := dns.Send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{Check: "liveness", Health: nixmoxv1.Health_HEALTH_UNHEALTHY}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Closing the stream and waiting for the server to see it orders the
+	// report before the check below.
+	_ = dns.CloseSend()
+	if _, err := dns.Recv(); err == nil {
+		t.Fatal("stream still open")
+	}
+	if h, _ := f.st.Health("dns", 5); len(h) != 1 || h[0].Health != "HEALTH_UNHEALTHY" {
+		t.Errorf("dns health %+v", h)
+	}
+	if h, _ := f.st.Health("web", 5); len(h) != 0 {
+		t.Errorf("web got dns's report: %+v", h)
+	}
+
+	// No certificate: no stream.
+	noCert, err := f.client(t, f.ca, nil).Connect(ctx(t))
+	if err == nil {
+		_, err = noCert.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without a certificate: %v", err)
+	}
+
+	// A certificate from another CA fails the handshake.
+	other, err := pki.LoadOrCreate(filepath.Join(t.TempDir(), "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, csrPEM, _ := pki.NewCSR()
+	certPEM, _ := other.SignAgent(csrPEM, "web")
+	forged, _ := tls.X509KeyPair(certPEM, keyPEM)
+	s, err := f.client(t, f.ca, &forged).Connect(ctx(t))
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if err == nil || status.Code(err) == codes.OK {
+		t.Errorf("a certificate from another CA was accepted")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("forged certificate: %v", err)
+	}
+}
