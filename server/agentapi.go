@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
-	"github.com/nixmox/nixmox/server/pki"
+	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -117,7 +117,6 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 	log := a.Log.With("service", svc)
 	st := &agentStream{send: make(chan *nixmoxv1.ConnectResponse, 16), hello: hello, closed: make(chan struct{})}
 	a.register(svc, st)
-	defer a.unregister(svc, st)
 	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
 
 	recvErr := make(chan error, 1)
@@ -131,19 +130,32 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 			a.record(svc, msg)
 		}
 	}()
+	var reason any
+	var sendErr error
+loop:
 	for {
 		select {
 		case m := <-st.send:
-			if err := stream.Send(m); err != nil {
-				return err
+			if sendErr = stream.Send(m); sendErr != nil {
+				reason = sendErr
+				break loop
 			}
 		case err := <-recvErr:
-			log.Info("agent disconnected", "reason", err)
-			return nil
+			reason = err
+			break loop
 		case <-stream.Context().Done():
-			return nil
+			reason = context.Cause(stream.Context())
+			break loop
+		case <-st.closed:
+			reason = "replaced by a newer stream"
+			break loop
 		}
 	}
+	// Unregistered before it is logged: whoever reads the log line and
+	// then asks for the status sees the agent disconnected.
+	a.unregister(svc, st)
+	log.Info("agent disconnected", "reason", reason)
+	return sendErr
 }
 
 // record stores a report under the service the stream belongs to.
@@ -181,6 +193,16 @@ func (a *AgentAPI) unregister(svc string, st *agentStream) {
 	if a.streams[svc] == st {
 		delete(a.streams, svc)
 	}
+}
+
+// Hello returns the hello of the service's open stream, if any.
+func (a *AgentAPI) Hello(svc string) (*nixmoxv1.Hello, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.streams[svc]; st != nil {
+		return st.hello, true
+	}
+	return nil, false
 }
 
 // Connected reports whether the service's agent has a stream open.

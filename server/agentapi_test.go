@@ -17,7 +17,7 @@ import (
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/server"
-	"github.com/nixmox/nixmox/server/pki"
+	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/store"
 )
 

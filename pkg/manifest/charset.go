@@ -74,3 +74,7 @@ func isTag(s string) bool { return s != "" && lowerAlnum[s[0]] && tagRest.all(s,
 
 // isRoutePath: ^/[A-Za-z0-9._~%/-]*$
 func isRoutePath(s string) bool { return s != "" && s[0] == '/' && pathChars.all(s, 1, 4096) }
+
+// ValidServiceName reports whether s can name a service: a DNS label of
+// lower-case letters, digits and inner hyphens, at most 63 characters.
+func ValidServiceName(s string) bool { return isServiceName(s) }

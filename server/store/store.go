@@ -463,6 +463,22 @@ func (s *Store) Agent(service string) (a Agent, err error) {
 	return a, err
 }
 
+// Agents returns every enrolled agent, by service name.
+func (s *Store) Agents() ([]Agent, error) {
+	var out []Agent
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAgents).ForEach(func(_, v []byte) error {
+			var a Agent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
 // HealthRecord is one reported health transition.
 type HealthRecord struct {
 	Time   time.Time `json:"time"`

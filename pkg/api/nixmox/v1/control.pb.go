@@ -1241,6 +1241,118 @@ func (*UnlockResponse) Descriptor() ([]byte, []int) {
 	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
+// IssueTokenRequest asks for an enrollment token.
+type IssueTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service the agent will run for.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// ttl_seconds is how long the token is valid; 0 means one hour.
+	TtlSeconds    int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenRequest) Reset() {
+	*x = IssueTokenRequest{}
+	mi := &file_nixmox_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenRequest) ProtoMessage() {}
+
+func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nixmox_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IssueTokenRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+// IssueTokenResponse is what the container needs to enroll. Deliver it to
+// the container only (a file readable by root); it is shown once.
+type IssueTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the one-time token; the server keeps only its hash.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// ca_pem is the server's CA, so the agent verifies the server from its
+	// first connection on.
+	CaPem         []byte `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenResponse) Reset() {
+	*x = IssueTokenResponse{}
+	mi := &file_nixmox_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenResponse) ProtoMessage() {}
+
+func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nixmox_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *IssueTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
 var File_nixmox_v1_control_proto protoreflect.FileDescriptor
 
 const file_nixmox_v1_control_proto_rawDesc = "" +
@@ -1323,7 +1435,14 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\rUnlockRequest\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\"\x10\n" +
-	"\x0eUnlockResponse2\x87\x04\n" +
+	"\x0eUnlockResponse\"N\n" +
+	"\x11IssueTokenRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\"A\n" +
+	"\x12IssueTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem2\xd2\x04\n" +
 	"\x0eControlService\x12<\n" +
 	"\x05Apply\x12\x17.nixmox.v1.ApplyRequest\x1a\x18.nixmox.v1.ApplyResponse0\x01\x127\n" +
 	"\x04Plan\x12\x16.nixmox.v1.PlanRequest\x1a\x17.nixmox.v1.PlanResponse\x12=\n" +
@@ -1332,7 +1451,9 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\aHistory\x12\x19.nixmox.v1.HistoryRequest\x1a\x1a.nixmox.v1.HistoryResponse\x129\n" +
 	"\x04Logs\x12\x16.nixmox.v1.LogsRequest\x1a\x17.nixmox.v1.LogsResponse0\x01\x12E\n" +
 	"\bRollback\x12\x1a.nixmox.v1.RollbackRequest\x1a\x1b.nixmox.v1.RollbackResponse0\x01\x12=\n" +
-	"\x06Unlock\x12\x18.nixmox.v1.UnlockRequest\x1a\x19.nixmox.v1.UnlockResponseB\x97\x01\n" +
+	"\x06Unlock\x12\x18.nixmox.v1.UnlockRequest\x1a\x19.nixmox.v1.UnlockResponse\x12I\n" +
+	"\n" +
+	"IssueToken\x12\x1c.nixmox.v1.IssueTokenRequest\x1a\x1d.nixmox.v1.IssueTokenResponseB\x97\x01\n" +
 	"\rcom.nixmox.v1B\fControlProtoP\x01Z3github.com/nixmox/nixmox/pkg/api/nixmox/v1;nixmoxv1\xa2\x02\x03NXX\xaa\x02\tNixmox.V1\xca\x02\tNixmox\\V1\xe2\x02\x15Nixmox\\V1\\GPBMetadata\xea\x02\n" +
 	"Nixmox::V1b\x06proto3"
 
@@ -1348,7 +1469,7 @@ func file_nixmox_v1_control_proto_rawDescGZIP() []byte {
 	return file_nixmox_v1_control_proto_rawDescData
 }
 
-var file_nixmox_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_nixmox_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_nixmox_v1_control_proto_goTypes = []any{
 	(*Selection)(nil),             // 0: nixmox.v1.Selection
 	(*ApplyRequest)(nil),          // 1: nixmox.v1.ApplyRequest
@@ -1371,25 +1492,27 @@ var file_nixmox_v1_control_proto_goTypes = []any{
 	(*RollbackResponse)(nil),      // 18: nixmox.v1.RollbackResponse
 	(*UnlockRequest)(nil),         // 19: nixmox.v1.UnlockRequest
 	(*UnlockResponse)(nil),        // 20: nixmox.v1.UnlockResponse
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(StepState)(0),                // 22: nixmox.v1.StepState
-	(Health)(0),                   // 23: nixmox.v1.Health
+	(*IssueTokenRequest)(nil),     // 21: nixmox.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),    // 22: nixmox.v1.IssueTokenResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(StepState)(0),                // 24: nixmox.v1.StepState
+	(Health)(0),                   // 25: nixmox.v1.Health
 }
 var file_nixmox_v1_control_proto_depIdxs = []int32{
 	0,  // 0: nixmox.v1.ApplyRequest.selection:type_name -> nixmox.v1.Selection
 	3,  // 1: nixmox.v1.ApplyResponse.event:type_name -> nixmox.v1.RolloutEvent
-	21, // 2: nixmox.v1.RolloutEvent.time:type_name -> google.protobuf.Timestamp
-	22, // 3: nixmox.v1.RolloutEvent.state:type_name -> nixmox.v1.StepState
+	23, // 2: nixmox.v1.RolloutEvent.time:type_name -> google.protobuf.Timestamp
+	24, // 3: nixmox.v1.RolloutEvent.state:type_name -> nixmox.v1.StepState
 	0,  // 4: nixmox.v1.PlanRequest.selection:type_name -> nixmox.v1.Selection
 	6,  // 5: nixmox.v1.PlanResponse.steps:type_name -> nixmox.v1.PlannedStep
 	9,  // 6: nixmox.v1.StatusResponse.services:type_name -> nixmox.v1.ServiceStatus
-	23, // 7: nixmox.v1.ServiceStatus.health:type_name -> nixmox.v1.Health
-	22, // 8: nixmox.v1.ServiceStatus.last_result:type_name -> nixmox.v1.StepState
-	21, // 9: nixmox.v1.ServiceStatus.last_report:type_name -> google.protobuf.Timestamp
+	25, // 7: nixmox.v1.ServiceStatus.health:type_name -> nixmox.v1.Health
+	24, // 8: nixmox.v1.ServiceStatus.last_result:type_name -> nixmox.v1.StepState
+	23, // 9: nixmox.v1.ServiceStatus.last_report:type_name -> google.protobuf.Timestamp
 	3,  // 10: nixmox.v1.WatchResponse.event:type_name -> nixmox.v1.RolloutEvent
 	14, // 11: nixmox.v1.HistoryResponse.rollouts:type_name -> nixmox.v1.RolloutSummary
-	21, // 12: nixmox.v1.RolloutSummary.started:type_name -> google.protobuf.Timestamp
-	21, // 13: nixmox.v1.RolloutSummary.finished:type_name -> google.protobuf.Timestamp
+	23, // 12: nixmox.v1.RolloutSummary.started:type_name -> google.protobuf.Timestamp
+	23, // 13: nixmox.v1.RolloutSummary.finished:type_name -> google.protobuf.Timestamp
 	3,  // 14: nixmox.v1.LogsResponse.event:type_name -> nixmox.v1.RolloutEvent
 	3,  // 15: nixmox.v1.RollbackResponse.event:type_name -> nixmox.v1.RolloutEvent
 	1,  // 16: nixmox.v1.ControlService.Apply:input_type -> nixmox.v1.ApplyRequest
@@ -1400,16 +1523,18 @@ var file_nixmox_v1_control_proto_depIdxs = []int32{
 	15, // 21: nixmox.v1.ControlService.Logs:input_type -> nixmox.v1.LogsRequest
 	17, // 22: nixmox.v1.ControlService.Rollback:input_type -> nixmox.v1.RollbackRequest
 	19, // 23: nixmox.v1.ControlService.Unlock:input_type -> nixmox.v1.UnlockRequest
-	2,  // 24: nixmox.v1.ControlService.Apply:output_type -> nixmox.v1.ApplyResponse
-	5,  // 25: nixmox.v1.ControlService.Plan:output_type -> nixmox.v1.PlanResponse
-	8,  // 26: nixmox.v1.ControlService.Status:output_type -> nixmox.v1.StatusResponse
-	11, // 27: nixmox.v1.ControlService.Watch:output_type -> nixmox.v1.WatchResponse
-	13, // 28: nixmox.v1.ControlService.History:output_type -> nixmox.v1.HistoryResponse
-	16, // 29: nixmox.v1.ControlService.Logs:output_type -> nixmox.v1.LogsResponse
-	18, // 30: nixmox.v1.ControlService.Rollback:output_type -> nixmox.v1.RollbackResponse
-	20, // 31: nixmox.v1.ControlService.Unlock:output_type -> nixmox.v1.UnlockResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
+	21, // 24: nixmox.v1.ControlService.IssueToken:input_type -> nixmox.v1.IssueTokenRequest
+	2,  // 25: nixmox.v1.ControlService.Apply:output_type -> nixmox.v1.ApplyResponse
+	5,  // 26: nixmox.v1.ControlService.Plan:output_type -> nixmox.v1.PlanResponse
+	8,  // 27: nixmox.v1.ControlService.Status:output_type -> nixmox.v1.StatusResponse
+	11, // 28: nixmox.v1.ControlService.Watch:output_type -> nixmox.v1.WatchResponse
+	13, // 29: nixmox.v1.ControlService.History:output_type -> nixmox.v1.HistoryResponse
+	16, // 30: nixmox.v1.ControlService.Logs:output_type -> nixmox.v1.LogsResponse
+	18, // 31: nixmox.v1.ControlService.Rollback:output_type -> nixmox.v1.RollbackResponse
+	20, // 32: nixmox.v1.ControlService.Unlock:output_type -> nixmox.v1.UnlockResponse
+	22, // 33: nixmox.v1.ControlService.IssueToken:output_type -> nixmox.v1.IssueTokenResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1427,7 +1552,7 @@ func file_nixmox_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixmox_v1_control_proto_rawDesc), len(file_nixmox_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlService_Apply_FullMethodName    = "/nixmox.v1.ControlService/Apply"
-	ControlService_Plan_FullMethodName     = "/nixmox.v1.ControlService/Plan"
-	ControlService_Status_FullMethodName   = "/nixmox.v1.ControlService/Status"
-	ControlService_Watch_FullMethodName    = "/nixmox.v1.ControlService/Watch"
-	ControlService_History_FullMethodName  = "/nixmox.v1.ControlService/History"
-	ControlService_Logs_FullMethodName     = "/nixmox.v1.ControlService/Logs"
-	ControlService_Rollback_FullMethodName = "/nixmox.v1.ControlService/Rollback"
-	ControlService_Unlock_FullMethodName   = "/nixmox.v1.ControlService/Unlock"
+	ControlService_Apply_FullMethodName      = "/nixmox.v1.ControlService/Apply"
+	ControlService_Plan_FullMethodName       = "/nixmox.v1.ControlService/Plan"
+	ControlService_Status_FullMethodName     = "/nixmox.v1.ControlService/Status"
+	ControlService_Watch_FullMethodName      = "/nixmox.v1.ControlService/Watch"
+	ControlService_History_FullMethodName    = "/nixmox.v1.ControlService/History"
+	ControlService_Logs_FullMethodName       = "/nixmox.v1.ControlService/Logs"
+	ControlService_Rollback_FullMethodName   = "/nixmox.v1.ControlService/Rollback"
+	ControlService_Unlock_FullMethodName     = "/nixmox.v1.ControlService/Unlock"
+	ControlService_IssueToken_FullMethodName = "/nixmox.v1.ControlService/IssueToken"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -56,6 +57,8 @@ type ControlServiceClient interface {
 	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollbackResponse], error)
 	// Unlock clears a rollout lock left by a server that died holding it.
 	Unlock(ctx context.Context, in *UnlockRequest, opts ...grpc.CallOption) (*UnlockResponse, error)
+	// IssueToken creates a one-time enrollment token for a service's agent.
+	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
 }
 
 type controlServiceClient struct {
@@ -182,6 +185,16 @@ func (c *controlServiceClient) Unlock(ctx context.Context, in *UnlockRequest, op
 	return out, nil
 }
 
+func (c *controlServiceClient) IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueTokenResponse)
+	err := c.cc.Invoke(ctx, ControlService_IssueToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -209,6 +222,8 @@ type ControlServiceServer interface {
 	Rollback(*RollbackRequest, grpc.ServerStreamingServer[RollbackResponse]) error
 	// Unlock clears a rollout lock left by a server that died holding it.
 	Unlock(context.Context, *UnlockRequest) (*UnlockResponse, error)
+	// IssueToken creates a one-time enrollment token for a service's agent.
+	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -242,6 +257,9 @@ func (UnimplementedControlServiceServer) Rollback(*RollbackRequest, grpc.ServerS
 }
 func (UnimplementedControlServiceServer) Unlock(context.Context, *UnlockRequest) (*UnlockResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unlock not implemented")
+}
+func (UnimplementedControlServiceServer) IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueToken not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -380,6 +398,24 @@ func _ControlService_Unlock_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_IssueToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).IssueToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_IssueToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).IssueToken(ctx, req.(*IssueTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -402,6 +438,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unlock",
 			Handler:    _ControlService_Unlock_Handler,
+		},
+		{
+			MethodName: "IssueToken",
+			Handler:    _ControlService_IssueToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nixmox/nixmox/server/pki"
+	"github.com/nixmox/nixmox/pkg/pki"
 )
 
 func TestCAPersistsAndSignsAgents(t *testing.T) {

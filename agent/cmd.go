@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+// Main runs nixmox-agent with args and returns the exit code: 0 ok, 1
+// failure, 2 usage error.
+func Main(args []string, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var cfg Config
+	var logLevel string
+	usage := false
+	cmd := &cobra.Command{
+		Use:   "nixmox-agent",
+		Short: "Switch this container to the generations nixmox-server asks for",
+		Long: `Enroll with a one-time token (once), then hold a stream to the server: pull
+each desired generation, switch the system profile to it, activate it, run its
+health checks, report, and roll back when it is unhealthy or the server does
+not confirm it within confirm_timeout.`,
+		Example:       `  $ nixmox-agent --server 10.40.0.2:7443 --service dns --enroll-file /run/nixmox/enroll.json`,
+		Args:          cobra.NoArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(*cobra.Command, []string) error {
+			if cfg.Server == "" || cfg.Service == "" {
+				usage = true
+				return fmt.Errorf("--server and --service are required")
+			}
+			cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "nixmox-agent", Level: hclog.LevelFromString(logLevel), Output: stderr}).With("service", cfg.Service)
+			return Run(ctx, cfg)
+		},
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(stderr)
+	cmd.SetErr(stderr)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { usage = true; return err })
+	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", "", "host:port of nixmox-server's agent listener")
+	f.StringVar(&cfg.Service, "service", "", "the service this container runs")
+	f.StringVar(&cfg.EnrollFile, "enroll-file", "/run/nixmox/enroll.json", "token file from 'nixmox-server token' (used once)")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/nixmox-agent", "key, certificate and CA")
+	f.StringVar(&cfg.Profile, "profile", "/nix/var/nix/profiles/system", "the profile to switch")
+	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(stderr, "nixmox-agent: %s\n", err)
+		if usage {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/health"
+	"github.com/nixmox/nixmox/pkg/nix"
+	"github.com/nixmox/nixmox/pkg/pki"
+)
+
+// Version is the agent's version, reported in Hello.
+const Version = "0.1.0-dev"
+
+// EnrollFile is what `nixmox-server token` writes and the container gets:
+// the one-time token and the CA to verify the server with.
+type EnrollFile struct {
+	Token string `json:"token"`
+	CAPEM string `json:"ca_pem"`
+}
+
+// Config is how the agent runs.
+type Config struct {
+	Server     string // host:port of the server's agent listener
+	Service    string
+	EnrollFile string // read once, for enrollment
+	StateDir   string // key, certificate, CA; created 0700
+	Profile    string // the system profile it switches
+	Log        hclog.Logger
+}
+
+// Run enrolls if needed, then holds the stream to the server, reconnecting
+// with backoff after any error, until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	creds, err := credentialsFor(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	delay := time.Second
+	for {
+		err := session(ctx, cfg, creds, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("stream ended; reconnecting", "error", err, "in", delay)
+		select {
+		case <-time.After(time.Duration(float64(delay) * (0.5 + rand.Float64()))):
+		case <-ctx.Done():
+			return nil
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// credentialsFor returns the agent's mTLS credentials, enrolling first
+// when it has no certificate yet.
+func credentialsFor(ctx context.Context, cfg Config, log hclog.Logger) (credentials.TransportCredentials, error) {
+	keyPath, certPath, caPath := filepath.Join(cfg.StateDir, "agent-key.pem"), filepath.Join(cfg.StateDir, "agent.pem"), filepath.Join(cfg.StateDir, "ca.pem")
+	if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
+		if err := enroll(ctx, cfg, keyPath, certPath, caPath); err != nil {
+			return nil, fmt.Errorf("enrolling: %w", err)
+		}
+		log.Info("enrolled", "service", cfg.Service)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("the stored CA is not PEM")
+	}
+	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS13}), nil
+}
+
+func enroll(ctx context.Context, cfg Config, keyPath, certPath, caPath string) error {
+	data, err := os.ReadFile(cfg.EnrollFile)
+	if err != nil {
+		return err
+	}
+	var ef EnrollFile
+	if err := json.Unmarshal(data, &ef); err != nil {
+		return fmt.Errorf("%s: %w", cfg.EnrollFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(ef.CAPEM)) {
+		return fmt.Errorf("%s: ca_pem is not a PEM certificate", cfg.EnrollFile)
+	}
+	conn, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	keyPEM, csrPEM, err := pki.NewCSR()
+	if err != nil {
+		return err
+	}
+	resp, err := nixmoxv1.NewAgentServiceClient(conn).Enroll(ctx, &nixmoxv1.EnrollRequest{Token: ef.Token, Service: cfg.Service, CsrPem: csrPEM})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{keyPath, keyPEM}, {caPath, resp.GetCaPem()}, {certPath, resp.GetCertificatePem()}} { // the certificate last: its presence means enrolled
+		if err := writeFile(f.path, f.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// session is one stream: hello, then desired generations applied one at a
+// time, confirmations routed to the one being applied, stages reported.
+func session(ctx context.Context, cfg Config, creds credentials.TransportCredentials, log hclog.Logger) error {
+	conn, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := nixmoxv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		return err
+	}
+	profile := nix.Profile(cfg.Profile)
+	gen, err := profile.Current()
+	if err != nil {
+		return err
+	}
+	var sendMu sync.Mutex
+	send := func(m *nixmoxv1.ConnectRequest) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: &nixmoxv1.Hello{ActiveGeneration: int64(gen), AgentVersion: Version}}}); err != nil {
+		return err
+	}
+	sw := &Switcher{Profile: profile, Report: func(g int64, st Stage, text string) {
+		if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(st), Log: text}}}); err != nil {
+			log.Warn("reporting a stage", "error", err)
+		}
+	}}
+	var mu sync.Mutex
+	confirms := map[int64]chan struct{}{}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch m := msg.GetMessage().(type) {
+		case *nixmoxv1.ConnectResponse_Desired:
+			d := m.Desired
+			ch := make(chan struct{})
+			mu.Lock()
+			confirms[d.GetGeneration()] = ch
+			mu.Unlock()
+			go func() {
+				err := sw.Apply(ctx, Desired{
+					Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
+					CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(),
+					Health: specOf(d.GetHealth()),
+				}, ch)
+				if err != nil {
+					log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
+				}
+			}()
+		case *nixmoxv1.ConnectResponse_Confirm:
+			mu.Lock()
+			if ch, ok := confirms[m.Confirm.GetGeneration()]; ok {
+				close(ch)
+				delete(confirms, m.Confirm.GetGeneration())
+			}
+			mu.Unlock()
+		case *nixmoxv1.ConnectResponse_Secrets:
+			log.Info("secrets received", "count", len(m.Secrets.GetValues())) // values are never logged
+		}
+	}
+}
+
+// specOf turns the wire's health spec into checks, with the manifest's
+// defaults for what is unset.
+func specOf(h *nixmoxv1.HealthSpec) health.Spec {
+	s := health.Spec{Startup: h.GetStartup(), Liveness: h.GetLiveness(), Readiness: h.GetReadiness(),
+		Interval: h.GetInterval().AsDuration(), Timeout: h.GetTimeout().AsDuration(), Retries: int(h.GetRetries()),
+		StartPeriod: h.GetStartPeriod().AsDuration()}
+	if s.Interval <= 0 {
+		s.Interval = 30 * time.Second
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = time.Minute
+	}
+	return s
+}
+
+func stageOf(s Stage) nixmoxv1.Stage {
+	switch s {
+	case Pulled:
+		return nixmoxv1.Stage_STAGE_PULLED
+	case Switched:
+		return nixmoxv1.Stage_STAGE_SWITCHED
+	case Healthy:
+		return nixmoxv1.Stage_STAGE_HEALTHY
+	case Confirmed:
+		return nixmoxv1.Stage_STAGE_CONFIRMED
+	case Failed:
+		return nixmoxv1.Stage_STAGE_FAILED
+	case RolledBack:
+		return nixmoxv1.Stage_STAGE_ROLLED_BACK
+	}
+	return nixmoxv1.Stage_STAGE_UNSPECIFIED
+}

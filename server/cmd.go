@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+)
+
+// Defaults of nixmox-server's flags.
+const (
+	DefaultStateDir = "/var/lib/nixmox"
+	DefaultSocket   = "/run/nixmox/control.sock"
+	DefaultListen   = ":7443"
+)
+
+// Main runs nixmox-server with args (without the program name) and
+// returns the exit code: 0 ok, 1 failure, 2 usage error.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	usage := false
+	root := &cobra.Command{
+		Use:           "nixmox-server",
+		Short:         "Keep the homelab's state and drive its rollouts",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { usage = true; return err })
+	root.CompletionOptions.DisableDefaultCmd = true
+
+	var cfg Config
+	var logLevel string
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server",
+		Long: `Run the server: agents connect to --listen over mutual TLS (the server's own
+CA signs every certificate); nixmox-cli and 'nixmox-server token' talk to the
+control socket, which only its owner can open.`,
+		Example: `  $ nixmox-server serve --state-dir /var/lib/nixmox --listen 10.40.0.2:7443 --host 10.40.0.2`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				usage = true
+				return err
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "nixmox-server", Level: hclog.LevelFromString(logLevel), Output: stderr})
+			return Serve(ctx, cfg)
+		},
+	}
+	serve.Flags().StringVar(&cfg.StateDir, "state-dir", DefaultStateDir, "state directory (state.db, ca/)")
+	serve.Flags().StringVar(&cfg.AgentListen, "listen", DefaultListen, "address agents connect to")
+	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
+	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
+	serve.Flags().StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+
+	var socket, out string
+	var ttl time.Duration
+	token := &cobra.Command{
+		Use:   "token SERVICE",
+		Short: "Issue a one-time enrollment token for a service's agent",
+		Long: `Ask the running server for a one-time enrollment token and write the file the
+agent enrolls with (token and CA), owner-only. Deliver it to that container only.`,
+		Example: `  $ nixmox-server token vaultwarden -o /run/nixmox/enroll-vaultwarden.json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+				usage = true
+				return err
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := nixmoxv1.NewControlServiceClient(conn).IssueToken(ctx, &nixmoxv1.IssueTokenRequest{Service: args[0], TtlSeconds: int64(ttl.Seconds())})
+			if err != nil {
+				return err
+			}
+			data, _ := json.MarshalIndent(map[string]string{"token": resp.GetToken(), "ca_pem": string(resp.GetCaPem())}, "", "  ")
+			data = append(data, '\n')
+			if out == "" || out == "-" {
+				_, err = stdout.Write(data)
+				return err
+			}
+			tmp := out + ".tmp"
+			if err := os.WriteFile(tmp, data, 0o600); err != nil {
+				return err
+			}
+			return os.Rename(tmp, out)
+		},
+	}
+	token.Flags().StringVar(&socket, "socket", DefaultSocket, "control socket")
+	token.Flags().StringVarP(&out, "output", "o", "", "file to write (0600); default stdout")
+	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	root.AddCommand(serve, token)
+
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "nixmox-server: %s\n", err)
+		if usage || strings.HasPrefix(err.Error(), "unknown command") {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

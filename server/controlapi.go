@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/server/store"
+)
+
+// ControlAPI implements the CLI-facing ControlService. It is served on the
+// server's unix socket, whose file permissions are its access control.
+type ControlAPI struct {
+	nixmoxv1.UnimplementedControlServiceServer
+
+	Store  *store.Store
+	Agents *AgentAPI
+	Now    func() time.Time
+}
+
+func (c *ControlAPI) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// IssueToken creates a one-time enrollment token. Only its hash is stored;
+// the token itself is returned once.
+func (c *ControlAPI) IssueToken(ctx context.Context, req *nixmoxv1.IssueTokenRequest) (*nixmoxv1.IssueTokenResponse, error) {
+	svc := req.GetService()
+	if !manifest.ValidServiceName(svc) {
+		return nil, status.Errorf(codes.InvalidArgument, "%q is not a service name", svc)
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw)
+	if err := c.Store.PutToken(token, svc, c.now().Add(ttl)); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := c.Store.Audit(store.AuditEntry{Time: c.now(), Who: "control", What: "issue token for " + svc, Result: "ok"}); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &nixmoxv1.IssueTokenResponse{Token: token, CaPem: c.Agents.CA.PEM}, nil
+}
+
+// Status reports every enrolled agent's service: connected or not, and its
+// last reported health.
+func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*nixmoxv1.StatusResponse, error) {
+	agents, err := c.Store.Agents()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &nixmoxv1.StatusResponse{}
+	for _, a := range agents {
+		st := &nixmoxv1.ServiceStatus{Name: a.Service, AgentConnected: c.Agents.Connected(a.Service)}
+		if gen, ok := c.Agents.Hello(a.Service); ok {
+			st.Generation = gen.GetActiveGeneration()
+			st.Health = gen.GetHealth()
+		}
+		if hs, err := c.Store.Health(a.Service, 1); err == nil && len(hs) == 1 {
+			st.LastReport = timestamppb.New(hs[0].Time)
+			if v, ok := nixmoxv1.Health_value[hs[0].Health]; ok {
+				st.Health = nixmoxv1.Health(v)
+			}
+		}
+		resp.Services = append(resp.Services, st)
+	}
+	return resp, nil
+}
