@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
-	"github.com/nixmox/nixmox/server"
 	"github.com/nixmox/nixmox/pkg/pki"
+	"github.com/nixmox/nixmox/server"
 	"github.com/nixmox/nixmox/server/store"
 )
 
