@@ -17,9 +17,24 @@ import (
 func Main(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	usage := false
+	cmd := NewRootCmd(ctx, stderr, &usage)
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(stderr, "nixmox-agent: %s\n", err)
+		if usage {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// NewRootCmd returns nixmox-agent's command; usage is set when a command
+// line error is found.
+func NewRootCmd(ctx context.Context, stderr io.Writer, usage *bool) *cobra.Command {
 	var cfg Config
 	var logLevel string
-	usage := false
 	cmd := &cobra.Command{
 		Use:   "nixmox-agent",
 		Short: "Switch this container to the generations nixmox-server asks for",
@@ -33,17 +48,16 @@ not confirm it within confirm_timeout.`,
 		SilenceUsage:  true,
 		RunE: func(*cobra.Command, []string) error {
 			if cfg.Server == "" || cfg.Service == "" {
-				usage = true
+				*usage = true
 				return fmt.Errorf("--server and --service are required")
 			}
 			cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "nixmox-agent", Level: hclog.LevelFromString(logLevel), Output: stderr}).With("service", cfg.Service)
 			return Run(ctx, cfg)
 		},
 	}
-	cmd.SetArgs(args)
 	cmd.SetOut(stderr)
 	cmd.SetErr(stderr)
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { usage = true; return err })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { *usage = true; return err })
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "host:port of nixmox-server's agent listener")
 	f.StringVar(&cfg.Service, "service", "", "the service this container runs")
@@ -51,12 +65,5 @@ not confirm it within confirm_timeout.`,
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/nixmox-agent", "key, certificate and CA")
 	f.StringVar(&cfg.Profile, "profile", "/nix/var/nix/profiles/system", "the profile to switch")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintf(stderr, "nixmox-agent: %s\n", err)
-		if usage {
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return cmd
 }

@@ -32,6 +32,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	usage := false
+	root := NewRootCmd(ctx, stdout, stderr, &usage)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "nixmox-server: %s\n", err)
+		if usage || strings.HasPrefix(err.Error(), "unknown command") {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// NewRootCmd returns nixmox-server's command tree; usage is set when a
+// command line error is found.
+func NewRootCmd(ctx context.Context, stdout, stderr io.Writer, usage *bool) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "nixmox-server",
 		Short:         "Keep the homelab's state and drive its rollouts",
@@ -40,8 +55,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetArgs(args)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { usage = true; return err })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { *usage = true; return err })
 	root.CompletionOptions.DisableDefaultCmd = true
 
 	var cfg Config
@@ -55,7 +69,7 @@ control socket, which only its owner can open.`,
 		Example: `  $ nixmox-server serve --state-dir /var/lib/nixmox --listen 10.40.0.2:7443 --host 10.40.0.2`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.NoArgs(cmd, args); err != nil {
-				usage = true
+				*usage = true
 				return err
 			}
 			return nil
@@ -81,7 +95,7 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 		Example: `  $ nixmox-server token vaultwarden -o /run/nixmox/enroll-vaultwarden.json`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
-				usage = true
+				*usage = true
 				return err
 			}
 			return nil
@@ -113,13 +127,5 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 	token.Flags().StringVarP(&out, "output", "o", "", "file to write (0600); default stdout")
 	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	root.AddCommand(serve, token)
-
-	if err := root.Execute(); err != nil {
-		fmt.Fprintf(stderr, "nixmox-server: %s\n", err)
-		if usage || strings.HasPrefix(err.Error(), "unknown command") {
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return root
 }

@@ -6,18 +6,48 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 
+	"github.com/nixmox/nixmox/agent"
 	"github.com/nixmox/nixmox/pkg/cli"
+	"github.com/nixmox/nixmox/server"
 )
 
 func main() {
 	out := flag.String("out", "docs", "directory to write into")
 	flag.Parse()
-	if err := cli.WriteDocs(*out); err != nil {
+	files, err := Docs()
+	if err == nil {
+		err = cli.WriteDocs(*out, files)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gen-docs:", err)
 		os.Exit(1)
 	}
+}
+
+// Docs returns every generated documentation file: nixmox-cli's (with the
+// manifest reference and schema), nixmox-server's and nixmox-agent's.
+func Docs() (map[string][]byte, error) {
+	files, err := cli.Docs()
+	if err != nil {
+		return nil, err
+	}
+	var usage bool
+	srv, err := cli.CommandDocs(server.NewRootCmd(context.Background(), io.Discard, io.Discard, &usage))
+	if err != nil {
+		return nil, err
+	}
+	ag, err := cli.CommandDocs(agent.NewRootCmd(context.Background(), io.Discard, &usage))
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(files, srv)
+	maps.Copy(files, ag)
+	return files, nil
 }

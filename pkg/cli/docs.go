@@ -13,14 +13,32 @@ import (
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
-// Docs returns the generated documentation files, by path relative to the
-// docs directory: cli/*.md from the commands' help, manifest.md and
+// Docs returns nixmox-cli's generated documentation, by path relative to
+// the docs directory: cli/*.md from the commands' help, manifest.md and
 // manifest.schema.json.
 func Docs() (map[string][]byte, error) {
-	files := map[string][]byte{}
 	ios, _, _, _ := Test()
-	root := NewRootCmd(NewFactory(ios))
-	root.DisableAutoGenTag = true
+	files, err := CommandDocs(NewRootCmd(NewFactory(ios)))
+	if err != nil {
+		return nil, err
+	}
+	ref, err := manifest.Reference()
+	if err != nil {
+		return nil, err
+	}
+	files["manifest.md"] = ref
+	schema, err := manifest.JSONSchema()
+	if err != nil {
+		return nil, err
+	}
+	files["manifest.schema.json"] = append(schema, '\n')
+	return files, nil
+}
+
+// CommandDocs renders a command tree's help as Markdown, one file per
+// command under cli/ (the CLI reference).
+func CommandDocs(root *cobra.Command) (map[string][]byte, error) {
+	files := map[string][]byte{}
 	var walk func(*cobra.Command) error
 	walk = func(c *cobra.Command) error {
 		if !c.IsAvailableCommand() && c != root || c.Name() == "help" {
@@ -39,29 +57,12 @@ func Docs() (map[string][]byte, error) {
 		}
 		return nil
 	}
-	if err := walk(root); err != nil {
-		return nil, err
-	}
-	ref, err := manifest.Reference()
-	if err != nil {
-		return nil, err
-	}
-	files["manifest.md"] = ref
-	schema, err := manifest.JSONSchema()
-	if err != nil {
-		return nil, err
-	}
-	files["manifest.schema.json"] = append(schema, '\n')
-	return files, nil
+	return files, walk(root)
 }
 
-// WriteDocs writes Docs under dir, each file atomically (a temporary file
+// WriteDocs writes files under dir, each atomically (a temporary file
 // renamed into place), and removes stale files from dir/cli.
-func WriteDocs(dir string) error {
-	files, err := Docs()
-	if err != nil {
-		return err
-	}
+func WriteDocs(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(filepath.Join(dir, "cli"), 0o755); err != nil {
 		return err
 	}
