@@ -2,12 +2,17 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 
 	"github.com/nixmox/nixmox/pkg/graph"
 	"github.com/nixmox/nixmox/pkg/manifest"
@@ -27,10 +32,34 @@ type Factory struct {
 	Loader manifest.Loader
 	// Logger logs to IO.ErrOut at the --log-level.
 	Logger hclog.Logger
+	// Socket is the server's control socket (--socket, env NIXMOX_SOCKET).
+	Socket string
 
 	once  sync.Once
 	graph *graph.Graph
 	err   error
+
+	clientOnce sync.Once
+	client     nixmoxv1.ControlServiceClient
+	clientErr  error
+}
+
+// Client returns the server's control API, dialled lazily over the unix
+// socket: commands that work offline never touch it.
+func (f *Factory) Client() (nixmoxv1.ControlServiceClient, error) {
+	f.clientOnce.Do(func() {
+		if _, err := os.Stat(f.Socket); err != nil {
+			f.clientErr = fmt.Errorf("cannot reach nixmox-server at %s: %w (is it running? set --socket or NIXMOX_SOCKET)", f.Socket, err)
+			return
+		}
+		conn, err := grpc.NewClient("unix://"+f.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			f.clientErr = err
+			return
+		}
+		f.client = nixmoxv1.NewControlServiceClient(conn)
+	})
+	return f.client, f.clientErr
 }
 
 // NewFactory returns a factory writing to ios.

@@ -94,6 +94,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVarP(&f.ManifestPath, "manifest", "f", "", "manifest file (.nix, .json, .yaml)")
+	root.PersistentFlags().StringVar(&f.Socket, "socket", envOr("NIXMOX_SOCKET", "/run/nixmox/control.sock"), "nixmox-server's control socket (env NIXMOX_SOCKET)")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", envOr("NIXMOX_LOG_LEVEL", "warn"), "log level: trace, debug, info, warn, error (env NIXMOX_LOG_LEVEL)")
 
 	root.AddCommand(
@@ -101,6 +102,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newPlanCmd(f),
 		newGenerateCmd(f),
 		newSchemaCmd(f),
+		newStatusCmd(f),
 	)
 	return root
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = dir
-	for _, p := range []string{"nixmox-server", "nixmox-agent"} {
+	for _, p := range []string{"nixmox-server", "nixmox-agent", "nixmox-cli"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
 		cmd.Dir = fixtures.Root()
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -166,6 +167,22 @@ func TestAgentEnrollsConnectsAndResynchronises(t *testing.T) {
 	_, next := srv.await(t, 0, `agent connected: service=dns`)
 	if st := status(t, socket)["dns"]; st == nil || !st.GetAgentConnected() {
 		t.Fatalf("status after connecting: %v", st)
+	}
+	// And as the user sees it.
+	out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "status", "--output", "json", "--socket", socket).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Services []struct {
+			Name           string `json:"name"`
+			Health         string `json:"health"`
+			AgentConnected bool   `json:"agent_connected"`
+		} `json:"services"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || len(got.Services) != 1 || got.Services[0].Name != "dns" ||
+		!got.Services[0].AgentConnected || got.Services[0].Health != "unknown" {
+		t.Fatalf("nixmox-cli status: %s (%v)", out, err)
 	}
 
 	agent.kill()
