@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/health"
 	"github.com/nixmox/nixmox/pkg/nix"
@@ -178,6 +180,27 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	}}
 	var mu sync.Mutex
 	confirms := map[int64]chan struct{}{}
+	// After a confirmed generation, its liveness is watched until the next
+	// one; transitions are reported for monitoring.
+	stopMonitor := func() {}
+	defer func() { stopMonitor() }()
+	monitor := func(spec health.Spec) {
+		mu.Lock()
+		defer mu.Unlock()
+		stopMonitor()
+		mctx, cancel := context.WithCancel(ctx)
+		stopMonitor = cancel
+		go Monitor(mctx, spec, health.Prober{}, nil, func(tr Transition) {
+			h := nixmoxv1.Health_HEALTH_UNHEALTHY
+			if tr.Healthy {
+				h = nixmoxv1.Health_HEALTH_HEALTHY
+			}
+			if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
+				Check: "liveness", Health: h, Output: truncate(tr.Output, 1024), Latency: durationpb.New(tr.Latency)}}}); err != nil {
+				log.Warn("reporting health", "error", err)
+			}
+		})
+	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -191,14 +214,17 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 			confirms[d.GetGeneration()] = ch
 			mu.Unlock()
 			go func() {
+				spec := specOf(d.GetHealth())
 				err := sw.Apply(ctx, Desired{
 					Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
 					CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(),
-					Health: specOf(d.GetHealth()),
+					Health: spec,
 				}, ch)
 				if err != nil {
 					log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
+					return
 				}
+				monitor(spec)
 			}()
 		case *nixmoxv1.ConnectResponse_Confirm:
 			mu.Lock()
@@ -244,4 +270,11 @@ func stageOf(s Stage) nixmoxv1.Stage {
 		return nixmoxv1.Stage_STAGE_ROLLED_BACK
 	}
 	return nixmoxv1.Stage_STAGE_UNSPECIFIED
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
