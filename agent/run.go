@@ -183,7 +183,11 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	// After a confirmed generation, its liveness is watched until the next
 	// one; transitions are reported for monitoring.
 	stopMonitor := func() {}
-	defer func() { stopMonitor() }()
+	defer func() {
+		mu.Lock()
+		stopMonitor()
+		mu.Unlock()
+	}()
 	monitor := func(spec health.Spec) {
 		mu.Lock()
 		defer mu.Unlock()
