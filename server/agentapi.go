@@ -37,6 +37,30 @@ type AgentAPI struct {
 	mu      sync.Mutex
 	streams map[string]*agentStream
 	waiters map[string][]chan struct{}
+	subs    map[string][]chan *nixmoxv1.StageReport
+}
+
+// Subscribe delivers the service's stage reports from now on, until cancel
+// is called. Reports are dropped for a subscriber that falls 64 behind.
+func (a *AgentAPI) Subscribe(svc string) (reports <-chan *nixmoxv1.StageReport, cancel func()) {
+	ch := make(chan *nixmoxv1.StageReport, 64)
+	a.mu.Lock()
+	if a.subs == nil {
+		a.subs = map[string][]chan *nixmoxv1.StageReport{}
+	}
+	a.subs[svc] = append(a.subs[svc], ch)
+	a.mu.Unlock()
+	return ch, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		subs := a.subs[svc]
+		for i, c := range subs {
+			if c == ch {
+				a.subs[svc] = append(subs[:i:i], subs[i+1:]...)
+				break
+			}
+		}
+	}
 }
 
 type agentStream struct {
@@ -168,6 +192,14 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 		}
 	case *nixmoxv1.ConnectRequest_Stage:
 		a.Log.Info("stage", "service", svc, "generation", m.Stage.GetGeneration(), "stage", m.Stage.GetStage())
+		a.mu.Lock()
+		for _, ch := range a.subs[svc] {
+			select {
+			case ch <- m.Stage:
+			default:
+			}
+		}
+		a.mu.Unlock()
 	}
 }
 

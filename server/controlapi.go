@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/base64"
 	"time"
@@ -20,9 +21,29 @@ import (
 type ControlAPI struct {
 	nixmoxv1.UnimplementedControlServiceServer
 
-	Store  *store.Store
-	Agents *AgentAPI
-	Now    func() time.Time
+	Store      *store.Store
+	Agents     *AgentAPI
+	Controller *Controller
+	Now        func() time.Time
+}
+
+// Apply runs a rollout and streams its events. A second Apply while one
+// runs is refused, naming the running rollout.
+func (c *ControlAPI) Apply(req *nixmoxv1.ApplyRequest, stream nixmoxv1.ControlService_ApplyServer) error {
+	_, err := c.Controller.Apply(stream.Context(), req, "cli", func(e *nixmoxv1.RolloutEvent) {
+		_ = stream.Send(&nixmoxv1.ApplyResponse{Event: e})
+	})
+	var locked *store.LockedError
+	var invalid *manifest.ValidationError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &locked):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.As(err, &invalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
 }
 
 func (c *ControlAPI) now() time.Time {

@@ -66,7 +66,8 @@ func Serve(ctx context.Context, cfg Config) error {
 	})))
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agents)
 	controlSrv := grpc.NewServer()
-	nixmoxv1.RegisterControlServiceServer(controlSrv, &ControlAPI{Store: st, Agents: agents})
+	controller := &Controller{Store: st, Agents: agents, Log: log.Named("rollout")}
+	nixmoxv1.RegisterControlServiceServer(controlSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
 
 	agentLis, err := net.Listen("tcp", cfg.AgentListen)
 	if err != nil {

@@ -102,6 +102,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newPlanCmd(f),
 		newGenerateCmd(f),
 		newSchemaCmd(f),
+		newApplyCmd(f),
 		newStatusCmd(f),
 	)
 	return root

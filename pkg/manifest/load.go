@@ -108,7 +108,7 @@ func Parse(data []byte, format Format, file string) (*Manifest, error) {
 	if m == nil {
 		return nil, diags.Err(file)
 	}
-	m.File = file
+	m.File, m.JSON = file, data
 	diags = append(diags, m.validate()...)
 	return m, diags.Err(file)
 }

@@ -27,6 +27,8 @@ type Manifest struct {
 
 	// File is the path the manifest was read from ("" when it came from bytes).
 	File string `json:"-"`
+	// JSON is the manifest as the JSON it was decoded from.
+	JSON []byte `json:"-"`
 
 	enabled []*Service
 	byName  map[string]*Service
@@ -75,6 +77,7 @@ type Service struct {
 	Ports     []int     `json:"ports" doc:"TCP ports the service listens on (1-65535)."`
 	Tags      []string  `json:"tags" doc:"Labels for selecting services (apply --on @tag) and Proxmox tags."`
 	Interface Interface `json:"interface" doc:"What the service needs from the rest of the homelab and how its health is checked."`
+	Closure   string    `json:"closure" doc:"Nix file, relative to the manifest, that evaluates to the service's system: a NixOS system (bin/switch-to-configuration) or any derivation with bin/activate. nixmox-server builds it for the service's nix step and the agent switches to it."`
 
 	// Name is the service's key in core_services or services.
 	Name string `json:"-"`

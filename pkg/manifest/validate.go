@@ -377,6 +377,9 @@ func (v *validator) service(s *Service) {
 	if s.VMID != 0 {
 		v.intRange(p, "vmid", s.VMID, 100, 999999999)
 	}
+	if s.Closure != "" && !isCleanPath(s.Closure) {
+		v.diags.Addf(p.Key("closure"), "%q is not a usable file path", truncate(s.Closure, 80))
+	}
 	if strings.IndexFunc(s.Version, unicode.IsControl) >= 0 {
 		v.diags.Addf(p.Key("version"), "must not contain control characters")
 	}

@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+)
+
+// ApplyOptions are apply's options.
+type ApplyOptions struct {
+	Factory  *Factory
+	Services []string
+	Parallel int
+	FailFast bool
+	Force    bool
+}
+
+func newApplyCmd(f *Factory) *cobra.Command {
+	opts := &ApplyOptions{Factory: f}
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Deploy the manifest through nixmox-server",
+		Long: `Validate the manifest here, send it to nixmox-server, and follow the rollout:
+one line per step as it starts and ends, then a summary. Steps whose inputs
+did not change since they last succeeded are skipped ("unchanged"), so applying
+the same manifest again does nothing.
+
+The exit code is 0 only if every selected step succeeded or was unchanged; a
+service its agent rolled back is a failed deploy (1).`,
+		Example: `  $ nixmox-cli apply -f homelab.nix
+  $ nixmox-cli apply --service vaultwarden --fail-fast`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Parallel < 0 {
+				return usageErrorf("--parallel must be 0 (the server's default) or more")
+			}
+			return applyRun(cmd, opts)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&opts.Services, "service", "s", nil, "only this service and what it needs (repeatable)")
+	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "steps at once (0: the server's default, 8)")
+	cmd.Flags().BoolVar(&opts.FailFast, "fail-fast", false, "stop starting steps at the first failure")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "run every selected step, even unchanged ones")
+	return cmd
+}
+
+// errRolloutFailed is a rollout that ended with steps not done; the events
+// already said which and why.
+var errRolloutFailed = errors.New("the rollout did not complete")
+
+func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
+	g, err := opts.Factory.Graph(cmd.Context())
+	if err != nil {
+		return err
+	}
+	for _, s := range opts.Services {
+		if !g.Has(s) {
+			return usageErrorf("unknown or disabled service %q", s)
+		}
+	}
+	client, err := opts.Factory.Client()
+	if err != nil {
+		return err
+	}
+	m := g.Manifest()
+	file, err := filepath.Abs(m.File)
+	if err != nil {
+		return err
+	}
+	stream, err := client.Apply(cmd.Context(), &nixmoxv1.ApplyRequest{
+		ManifestJson: m.JSON, ManifestFile: file, Selection: &nixmoxv1.Selection{Services: opts.Services},
+		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force,
+	})
+	if err != nil {
+		return err
+	}
+	out := opts.Factory.IO.Out
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return fmt.Errorf("the server ended the rollout without a summary")
+		}
+		if err != nil {
+			return err
+		}
+		e := resp.GetEvent()
+		ts := e.GetTime().AsTime().Local().Format("15:04:05")
+		if e.GetDone() {
+			fmt.Fprintf(out, "%s rollout %s: %s\n", ts, e.GetRolloutId(), e.GetMessage())
+			if !e.GetOk() {
+				return silentError{errRolloutFailed}
+			}
+			return nil
+		}
+		line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), enumWord(e.GetState().String(), "STEP_STATE_"))
+		if e.GetState() == nixmoxv1.StepState_STEP_STATE_SKIPPED {
+			line = fmt.Sprintf("%s %-32s unchanged", ts, e.GetStep())
+		}
+		if msg := strings.TrimPrefix(e.GetMessage(), e.GetStep()+" failed: "); msg != "" {
+			line += ": " + strings.ReplaceAll(msg, "\n", " ")
+		}
+		fmt.Fprintln(out, line)
+	}
+}

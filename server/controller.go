@@ -1,0 +1,339 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/graph"
+	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/plan"
+	"github.com/nixmox/nixmox/server/rollout"
+	"github.com/nixmox/nixmox/server/store"
+)
+
+// Controller turns an applied manifest into a rollout: it plans it, runs
+// the plan with the rollout executor, builds each service's closure and
+// hands it to the service's agent, and verifies it through the agent's
+// reports.
+//
+// Not yet here (their issues): the container providers (tf:infra does
+// nothing without one: the containers are expected to exist), the
+// Terraform runner (a step with Terraform work fails, saying so), and the
+// binary cache (agents must share the server's Nix store, as with the local
+// provider).
+type Controller struct {
+	Store  *store.Store
+	Agents *AgentAPI
+	Log    hclog.Logger
+	// ConfirmTimeout is sent to agents; 0 means 30 s.
+	ConfirmTimeout time.Duration
+
+	mu      sync.Mutex
+	pending map[string]*pendingGen // service -> generation handed to its agent
+}
+
+// pendingGen is a generation waiting for its verify step.
+type pendingGen struct {
+	gen     int64
+	reports <-chan *nixmoxv1.StageReport
+	cancel  func()
+}
+
+// Apply runs the manifest's rollout and emits its events; ok is set when
+// every selected step succeeded or was unchanged.
+func (c *Controller) Apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who string, emit func(*nixmoxv1.RolloutEvent)) (ok bool, err error) {
+	m, err := manifest.Parse(req.GetManifestJson(), manifest.FormatJSON, req.GetManifestFile())
+	if m != nil {
+		g, gerr := graph.New(m)
+		if err = manifest.Join(req.GetManifestFile(), err, gerr); err == nil {
+			return c.apply(ctx, req, who, m, g, emit)
+		}
+	}
+	return false, err
+}
+
+func (c *Controller) apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who string, m *manifest.Manifest, g *graph.Graph, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
+	services := append([]string(nil), req.GetSelection().GetServices()...)
+	p, err := plan.New(g, plan.Options{Services: services})
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	id := store.NewRolloutID(now)
+	if err := c.Store.Lock(id); err != nil {
+		return false, err
+	}
+	defer c.Store.Unlock(id)
+	version, err := c.Store.PutManifest(req.GetManifestFile(), req.GetManifestJson(), now)
+	if err != nil {
+		return false, err
+	}
+	if err := c.Store.PutRollout(store.Rollout{ID: id, Manifest: version, Who: who, Started: now}); err != nil {
+		return false, err
+	}
+	log := c.Log.With("rollout", id)
+	log.Info("rollout started", "manifest", req.GetManifestFile(), "steps", len(p.Steps))
+
+	var steps []rollout.Step
+	phase := map[string]plan.Step{}
+	for _, s := range p.Steps {
+		phase[s.ID] = s
+		halt := s.Phase == plan.TFInfra || s.Phase == plan.NixCore || s.Phase == plan.TFAuthCore ||
+			(s.Phase == plan.Verify && m.Service(s.Service).Core)
+		steps = append(steps, rollout.Step{ID: s.ID, Needs: s.Needs, Halt: halt})
+	}
+	dir := filepath.Dir(req.GetManifestFile())
+	fingerprints := map[string]string{}
+	var fpMu sync.Mutex
+	opts := rollout.Options{
+		RolloutID: id, Store: c.Store, Parallel: int(req.GetParallel()), FailFast: req.GetFailFast(),
+		Retries: m.RetryAttempts, RetryDelay: time.Duration(m.RetryDelay) * time.Second, Force: req.GetForce(),
+		Fingerprint: func(st rollout.Step) (string, error) {
+			fp, err := c.fingerprint(ctx, m, dir, phase[st.ID])
+			fpMu.Lock()
+			fingerprints[st.ID] = fp
+			fpMu.Unlock()
+			return fp, err
+		},
+		OnEvent: func(e rollout.Event) {
+			log.Info("step", "step", e.Step, "state", e.State, "cause", e.Cause)
+			emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Step: e.Step, State: stateOf(e.State), Message: e.Cause})
+		},
+	}
+	res, err := rollout.Execute(ctx, steps, func(ctx context.Context, st rollout.Step, attempt int) error {
+		return c.run(ctx, m, dir, phase[st.ID])
+	}, opts)
+	summary := summarize(res)
+	if rerr := c.Store.PutRollout(store.Rollout{ID: id, Manifest: version, Who: who, Started: now, Finished: time.Now(), OK: res.OK && err == nil, Summary: summary}); rerr != nil && err == nil {
+		err = rerr
+	}
+	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: "apply " + req.GetManifestFile(), Result: summary, Rollout: id})
+	log.Info("rollout finished", "ok", res.OK, "summary", summary)
+	emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Done: true, Ok: res.OK && err == nil, Message: summary})
+	return res.OK && err == nil, err
+}
+
+// summarize counts the steps' states: "3 succeeded, 2 unchanged, 1 failed".
+func summarize(res rollout.Result) string {
+	counts := map[rollout.State]int{}
+	for _, st := range res.States {
+		counts[st]++
+	}
+	var parts []string
+	for _, st := range []rollout.State{rollout.Succeeded, rollout.Skipped, rollout.Failed, rollout.Held} {
+		if n := counts[st]; n > 0 {
+			word := string(st)
+			if st == rollout.Skipped {
+				word = "unchanged"
+			}
+			parts = append(parts, fmt.Sprintf("%d %s", n, word))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func stateOf(s rollout.State) nixmoxv1.StepState {
+	switch s {
+	case rollout.Pending:
+		return nixmoxv1.StepState_STEP_STATE_PENDING
+	case rollout.Running:
+		return nixmoxv1.StepState_STEP_STATE_RUNNING
+	case rollout.Succeeded:
+		return nixmoxv1.StepState_STEP_STATE_SUCCEEDED
+	case rollout.Skipped:
+		return nixmoxv1.StepState_STEP_STATE_SKIPPED
+	case rollout.Failed:
+		return nixmoxv1.StepState_STEP_STATE_FAILED
+	case rollout.Held:
+		return nixmoxv1.StepState_STEP_STATE_HELD
+	}
+	return nixmoxv1.StepState_STEP_STATE_UNSPECIFIED
+}
+
+// fingerprint hashes what a step's result depends on: the service's slice
+// of the manifest and, for nix and verify steps, the closure's derivation.
+func (c *Controller) fingerprint(ctx context.Context, m *manifest.Manifest, dir string, s plan.Step) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", s.ID)
+	if s.Service == "" {
+		h.Write(m.JSON)
+	} else {
+		svc := m.Service(s.Service)
+		data, err := json.Marshal(svc)
+		if err != nil {
+			return "", err
+		}
+		h.Write(data)
+		if (s.Phase == plan.NixCore || s.Phase == plan.NixServiceConfig || s.Phase == plan.Verify) && svc.Closure != "" {
+			drv, err := nixRun(ctx, "nix-instantiate", filepath.Join(dir, svc.Closure))
+			if err != nil {
+				return "", err
+			}
+			h.Write([]byte(drv))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// run does one step's work.
+func (c *Controller) run(ctx context.Context, m *manifest.Manifest, dir string, s plan.Step) error {
+	switch s.Phase {
+	case plan.TFInfra:
+		for _, svc := range m.Enabled() {
+			if tf := svc.Interface.Terraform; svc.Core && tf != nil && len(tf.Modules) > 0 {
+				return errNoTerraform
+			}
+		}
+		return nil // no container provider configured: the containers are expected to exist
+	case plan.TFAuthCore, plan.TFServiceInfra, plan.TFServiceConfig:
+		return errNoTerraform
+	case plan.NixCore, plan.NixServiceConfig:
+		return c.deploy(ctx, m, dir, m.Service(s.Service))
+	case plan.Verify:
+		return c.verify(ctx, m, m.Service(s.Service))
+	}
+	return fmt.Errorf("no runner for phase %s", s.Phase)
+}
+
+var errNoTerraform = errors.New("this step needs Terraform, and this server has no Terraform runner yet")
+
+// deploy builds the service's closure, records it as a new generation and
+// hands it to the service's agent.
+func (c *Controller) deploy(ctx context.Context, m *manifest.Manifest, dir string, svc *manifest.Service) error {
+	if svc.Closure == "" {
+		return fmt.Errorf("%s.closure is not set: there is nothing to deploy", svc.Path())
+	}
+	out, err := nixRun(ctx, "nix-build", filepath.Join(dir, svc.Closure), "--no-out-link")
+	if err != nil {
+		return err
+	}
+	path := strings.TrimSpace(out)
+	gens, err := c.Store.Generations(svc.Name)
+	if err != nil {
+		return err
+	}
+	gen := int64(len(gens)) + 1
+	if n := len(gens); n > 0 {
+		gen = gens[n-1].Number + 1
+	}
+	if err := c.Store.PutGeneration(svc.Name, store.Generation{Number: gen, StorePath: path, Created: time.Now()}); err != nil {
+		return err
+	}
+	wait, cancelWait := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
+	defer cancelWait()
+	if err := c.Agents.WaitConnected(wait, svc.Name); err != nil {
+		return fmt.Errorf("the agent of %s did not connect within %ds", svc.Name, m.HealthCheckTimeout)
+	}
+	reports, cancel := c.Agents.Subscribe(svc.Name)
+	c.mu.Lock()
+	if c.pending == nil {
+		c.pending = map[string]*pendingGen{}
+	}
+	if old := c.pending[svc.Name]; old != nil {
+		old.cancel()
+	}
+	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel}
+	c.mu.Unlock()
+	confirm := c.ConfirmTimeout
+	if confirm <= 0 {
+		confirm = 30 * time.Second
+	}
+	h := svc.Interface.Health
+	if h == nil {
+		h = &manifest.Health{Interval: 30, Timeout: 60, Retries: 3}
+	}
+	return c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Desired{Desired: &nixmoxv1.DesiredGeneration{
+		Generation: gen, StorePath: path, ConfirmTimeout: durationpb.New(confirm),
+		Health: &nixmoxv1.HealthSpec{
+			Startup: h.Startup, Liveness: h.Liveness, Readiness: h.Readiness,
+			Interval: durationpb.New(time.Duration(h.Interval) * time.Second), Timeout: durationpb.New(time.Duration(h.Timeout) * time.Second),
+			Retries: int32(h.Retries), StartPeriod: durationpb.New(time.Duration(h.StartPeriod) * time.Second),
+		},
+	}}})
+}
+
+// verify waits for the agent to report the pending generation healthy,
+// confirms it, and waits for the confirmation to be acknowledged. An agent
+// that fails the generation has already rolled it back; its report is the
+// cause.
+func (c *Controller) verify(ctx context.Context, m *manifest.Manifest, svc *manifest.Service) error {
+	c.mu.Lock()
+	p := c.pending[svc.Name]
+	delete(c.pending, svc.Name)
+	c.mu.Unlock()
+	if p == nil {
+		// The nix step was unchanged: the running generation stands.
+		return nil
+	}
+	defer p.cancel()
+	wait, cancel := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
+	defer cancel()
+	var failure string
+	for {
+		select {
+		case r := <-p.reports:
+			if r.GetGeneration() != p.gen {
+				continue
+			}
+			switch r.GetStage() {
+			case nixmoxv1.Stage_STAGE_HEALTHY:
+				if err := c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Confirm{Confirm: &nixmoxv1.Confirm{Generation: p.gen}}}); err != nil {
+					return err
+				}
+			case nixmoxv1.Stage_STAGE_CONFIRMED:
+				return c.markHealthy(svc.Name, p.gen)
+			case nixmoxv1.Stage_STAGE_FAILED:
+				failure = r.GetLog()
+			case nixmoxv1.Stage_STAGE_ROLLED_BACK:
+				return fmt.Errorf("the agent rolled %s back: %s", svc.Name, failure)
+			}
+		case <-wait.Done():
+			if failure != "" {
+				return fmt.Errorf("%s: %s", svc.Name, failure)
+			}
+			return fmt.Errorf("%s did not report generation %d healthy within %ds", svc.Name, p.gen, m.HealthCheckTimeout)
+		}
+	}
+}
+
+func (c *Controller) markHealthy(service string, gen int64) error {
+	gens, err := c.Store.Generations(service)
+	if err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if g.Number == gen {
+			g.Healthy = true
+			return c.Store.PutGeneration(service, g)
+		}
+	}
+	return nil
+}
+
+// nixRun runs a Nix command that builds or instantiates, with no
+// substituters: the server talks to no binary cache but its own.
+func nixRun(ctx context.Context, name string, args ...string) (string, error) {
+	args = append(args, "--option", "substituters", "")
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// closure writes a Nix file whose derivation's bin/activate writes label
+// to marker.
+func closure(t *testing.T, dir, name, label, marker string) {
+	t.Helper()
+	expr := fmt.Sprintf(`derivation {
+  name = "nixmox-e2e-%s";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" ''
+    /bin/mkdir -p $out/bin
+    printf '#!/bin/sh\necho %%s > %%s\n' %q %q > $out/bin/activate
+    /bin/chmod +x $out/bin/activate
+  '' ];
+}
+`, label, label, marker)
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func manifestJSON(t *testing.T, path, bClosure, bLiveness string, dir string) {
+	t.Helper()
+	m := fmt.Sprintf(`{
+  "network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
+  "health_check_timeout": 120,
+  "services": {
+    "a": {"ip": "10.9.0.10", "hostname": "a.lab.test", "closure": "a.nix",
+          "interface": {"health": {"liveness": "grep -qx a1 %s/a.active", "interval": 1, "timeout": 10, "retries": 0}}},
+    "b": {"ip": "10.9.0.11", "hostname": "b.lab.test", "depends_on": ["a"], "closure": %q,
+          "interface": {"health": {"liveness": %q, "interval": 1, "timeout": 10, "retries": 0}}}
+  }
+}`, dir, bClosure, bLiveness)
+	if err := os.WriteFile(path, []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func read(t *testing.T, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// TestApplyRollsOutThroughAgents applies a manifest of two services (b
+// needs a) through nixmox-server to two real agents: real Nix builds, real
+// profile switches, health checks; then the same manifest again, which
+// changes nothing; then a generation of b that fails its health check,
+// which b's agent rolls back, and apply exits 1 naming the cause.
+func TestApplyRollsOutThroughAgents(t *testing.T) {
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		t.Skip("needs nix-build (make test installs nix-bin)")
+	}
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "control.sock")
+	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket)
+	line, _ := srv.await(t, 0, `serving: agents=127\.0\.0\.1:\d+`)
+	addr := regexp.MustCompile(`agents=(127\.0\.0\.1:\d+)`).FindStringSubmatch(line)[1]
+	next := 0
+	for _, svc := range []string{"a", "b"} {
+		enroll := filepath.Join(dir, "enroll-"+svc+".json")
+		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
+			t.Fatalf("token: %v\n%s", err, out)
+		}
+		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
+			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
+		_, next = srv.await(t, next, `agent connected: service=`+svc)
+	}
+
+	closure(t, dir, "a.nix", "a1", filepath.Join(dir, "a.active"))
+	closure(t, dir, "b.nix", "b1", filepath.Join(dir, "b.active"))
+	closure(t, dir, "b2.nix", "b2", filepath.Join(dir, "b.active"))
+	m := filepath.Join(dir, "m.json")
+	manifestJSON(t, m, "b.nix", "grep -qx b1 "+filepath.Join(dir, "b.active"), dir)
+
+	apply := func() (string, int) {
+		cmd := exec.Command(filepath.Join(bin, "nixmox-cli"), "apply", "-f", m, "--socket", socket)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("nixmox-cli apply (exit %d):\n%s", code, out)
+		return string(out), code
+	}
+
+	out, code := apply()
+	if code != 0 || !strings.Contains(out, "verify:b") || !strings.Contains(out, ": 5 succeeded") {
+		t.Fatalf("first apply (exit %d):\n%s", code, out)
+	}
+	if read(t, filepath.Join(dir, "a.active")) != "a1" || read(t, filepath.Join(dir, "b.active")) != "b1" {
+		t.Fatal("the closures were not activated")
+	}
+	// a's deploy must be verified before b's starts.
+	if strings.Index(out, "verify:a                         succeeded") > strings.Index(out, "nix:service-config:b             running") {
+		t.Errorf("b started before a was verified:\n%s", out)
+	}
+
+	out, code = apply()
+	if code != 0 || !strings.Contains(out, ": 5 unchanged") {
+		t.Fatalf("unchanged apply (exit %d):\n%s", code, out)
+	}
+
+	manifestJSON(t, m, "b2.nix", "false", dir)
+	out, code = apply()
+	if code != 1 || !strings.Contains(out, "verify:b") || !strings.Contains(out, "the agent rolled b back: generation 2 is unhealthy: liveness `false` exited 1") {
+		t.Fatalf("failing apply (exit %d):\n%s", code, out)
+	}
+	if read(t, filepath.Join(dir, "b.active")) != "b1" {
+		t.Fatalf("b is on %q after its rollback, want b1", read(t, filepath.Join(dir, "b.active")))
+	}
+}
