@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc/codes"
