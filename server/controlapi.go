@@ -102,3 +102,43 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 	}
 	return resp, nil
 }
+
+// History lists past rollouts, newest first.
+func (c *ControlAPI) History(ctx context.Context, req *nixmoxv1.HistoryRequest) (*nixmoxv1.HistoryResponse, error) {
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 20
+	}
+	rs, err := c.Store.Rollouts(limit)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &nixmoxv1.HistoryResponse{}
+	for _, r := range rs {
+		sum := &nixmoxv1.RolloutSummary{Id: r.ID, Started: timestamppb.New(r.Started), Ok: r.OK, Who: r.Who}
+		if !r.Finished.IsZero() {
+			sum.Finished = timestamppb.New(r.Finished)
+		}
+		if m, err := c.Store.Manifest(r.Manifest); err == nil {
+			sum.ManifestFile = m.File
+		}
+		resp.Rollouts = append(resp.Rollouts, sum)
+	}
+	return resp, nil
+}
+
+// Unlock clears the rollout lock when the named rollout holds it.
+func (c *ControlAPI) Unlock(ctx context.Context, req *nixmoxv1.UnlockRequest) (*nixmoxv1.UnlockResponse, error) {
+	holder, err := c.Store.LockHolder()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if holder == "" {
+		return nil, status.Error(codes.FailedPrecondition, "no rollout holds the lock")
+	}
+	if err := c.Store.Unlock(req.GetRolloutId()); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	_, _ = c.Store.Audit(store.AuditEntry{Time: c.now(), Who: "control", What: "unlock " + holder, Result: "ok"})
+	return &nixmoxv1.UnlockResponse{}, nil
+}

@@ -104,6 +104,8 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newSchemaCmd(f),
 		newApplyCmd(f),
 		newStatusCmd(f),
+		newHistoryCmd(f),
+		newUnlockCmd(f),
 	)
 	return root
 }

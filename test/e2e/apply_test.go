@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -123,5 +124,26 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	}
 	if read(t, filepath.Join(dir, "b.active")) != "b1" {
 		t.Fatalf("b is on %q after its rollback, want b1", read(t, filepath.Join(dir, "b.active")))
+	}
+
+	// The history has the three rollouts, newest first.
+	hist, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "history", "--output", "json", "--socket", socket).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Rollouts []struct {
+			OK       bool   `json:"ok"`
+			Manifest string `json:"manifest"`
+			Finished string `json:"finished"`
+		} `json:"rollouts"`
+	}
+	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 3 || h.Rollouts[0].OK || !h.Rollouts[1].OK || !h.Rollouts[2].OK ||
+		h.Rollouts[0].Manifest != m || h.Rollouts[0].Finished == "" {
+		t.Fatalf("history: %s (%v)", hist, err)
+	}
+	// No rollout runs: there is nothing to unlock.
+	if out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "unlock", "x", "--socket", socket).CombinedOutput(); err == nil || !strings.Contains(string(out), "no rollout holds the lock") {
+		t.Fatalf("unlock: %v %s", err, out)
 	}
 }
