@@ -403,7 +403,7 @@ func (s *Store) LockHolder() (id string, err error) {
 type LockedError struct{ Holder string }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("rollout %s is running; wait for it (apply --wait) or, if its server died, nixmox-cli unlock %s", e.Holder, e.Holder)
+	return fmt.Sprintf("rollout %s is running; wait for it to finish or, if its server died, run nixmox-cli unlock %s", e.Holder, e.Holder)
 }
 
 // Generation is one generation of a service: a closure the server built.

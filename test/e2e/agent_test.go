@@ -57,15 +57,19 @@ type proc struct {
 func run(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), more: make(chan struct{}), done: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
+	// stdout and stderr both: logs go to stderr, nixmox-cli's lines to stdout.
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	w.Close() // the child holds its own copy
 	go func() {
-		sc := bufio.NewScanner(stderr)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			p.mu.Lock()
 			p.lines = append(p.lines, sc.Text())
@@ -73,7 +77,7 @@ func run(t *testing.T, name string, args ...string) *proc {
 			p.more = make(chan struct{})
 			p.mu.Unlock()
 		}
-		io.Copy(io.Discard, stderr)
+		io.Copy(io.Discard, r)
 		p.cmd.Wait()
 		close(p.done)
 	}()

@@ -147,3 +147,48 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		t.Fatalf("unlock: %v %s", err, out)
 	}
 }
+
+// TestSecondApplyIsRefused: while a rollout runs, another apply is refused
+// and names it; the first one then finishes.
+func TestSecondApplyIsRefused(t *testing.T) {
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		t.Skip("needs nix-build (make test installs nix-bin)")
+	}
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "control.sock")
+	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket)
+	line, _ := srv.await(t, 0, `serving: agents=127\.0\.0\.1:\d+`)
+	addr := regexp.MustCompile(`agents=(127\.0\.0\.1:\d+)`).FindStringSubmatch(line)[1]
+	enroll := filepath.Join(dir, "enroll.json")
+	if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", "a", "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
+		t.Fatalf("token: %v\n%s", err, out)
+	}
+	run(t, "nixmox-agent", "--server", addr, "--service", "a", "--enroll-file", enroll,
+		"--state-dir", filepath.Join(dir, "agent"), "--profile", filepath.Join(dir, "profiles", "system"))
+	srv.await(t, 0, `agent connected: service=a`)
+
+	// a's startup check waits for a file the test creates once it has
+	// seen the second apply refused.
+	flag := filepath.Join(dir, "go")
+	closure(t, dir, "a.nix", "a1", filepath.Join(dir, "a.active"))
+	m := filepath.Join(dir, "m.json")
+	manifest := fmt.Sprintf(`{
+  "network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
+  "services": {"a": {"ip": "10.9.0.10", "hostname": "a.lab.test", "closure": "a.nix",
+    "interface": {"health": {"startup": "test -e %s", "interval": 1, "timeout": 300}}}}
+}`, flag)
+	if err := os.WriteFile(m, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := run(t, "nixmox-cli", "apply", "-f", m, "--socket", socket)
+	first.await(t, 0, `verify:a +running`)
+
+	out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "apply", "-f", m, "--socket", socket).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !regexp.MustCompile(`rollout \d{8}T[\d.]+Z is running`).Match(out) {
+		t.Fatalf("second apply: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first.await(t, 0, `: 3 succeeded`)
+}
