@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,9 +58,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	st := newState(cfg, log)
+	defer func() {
+		st.mu.Lock()
+		st.stopMonitor()
+		st.mu.Unlock()
+	}()
 	delay := time.Second
 	for {
-		err := session(ctx, cfg, creds, log)
+		err := session(ctx, cfg, creds, st)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -145,22 +153,134 @@ func writeFile(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// session is one stream: hello, then desired generations applied one at a
-// time, confirmations routed to the one being applied, stages reported.
-func session(ctx context.Context, cfg Config, creds credentials.TransportCredentials, log hclog.Logger) error {
+// state is what the agent keeps across streams: a generation being applied
+// outlives the stream it came on, so that after a server restart the new
+// stream can confirm it.
+type state struct {
+	cfg Config
+	log hclog.Logger
+	sw  *Switcher
+
+	mu              sync.Mutex
+	send            func(*nixmoxv1.ConnectRequest) error // the current stream's, or nil
+	active          int64                                // last confirmed generation
+	applying        int64
+	applyingHealthy bool
+	confirm         chan struct{} // closed when the server confirms applying
+	stopMonitor     func()
+}
+
+func newState(cfg Config, log hclog.Logger) *state {
+	st := &state{cfg: cfg, log: log, stopMonitor: func() {}}
+	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "generation")); err == nil {
+		st.active, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	}
+	st.sw = &Switcher{Profile: nix.Profile(cfg.Profile), Report: st.stage}
+	return st
+}
+
+// emit sends on the current stream, if any; a report without a stream is
+// dropped (the next hello carries the state).
+func (st *state) emit(m *nixmoxv1.ConnectRequest) {
+	st.mu.Lock()
+	send := st.send
+	st.mu.Unlock()
+	if send == nil {
+		return
+	}
+	if err := send(m); err != nil {
+		st.log.Warn("reporting", "error", err)
+	}
+}
+
+func (st *state) stage(g int64, s Stage, text string) {
+	if s == Healthy {
+		st.mu.Lock()
+		if st.applying == g {
+			st.applyingHealthy = true
+		}
+		st.mu.Unlock()
+	}
+	st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(s), Log: text}}})
+}
+
+// desired starts applying a generation, unless it is the one already
+// being applied (a server that restarted asks again).
+func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
+	st.mu.Lock()
+	if st.applying == d.GetGeneration() && st.applying != 0 {
+		st.mu.Unlock()
+		return
+	}
+	if st.applying != 0 {
+		st.mu.Unlock()
+		st.log.Warn("a generation is already being applied; ignoring", "applying", st.applying, "asked", d.GetGeneration())
+		return
+	}
+	st.applying, st.applyingHealthy, st.confirm = d.GetGeneration(), false, make(chan struct{})
+	confirm := st.confirm
+	st.mu.Unlock()
+	go func() {
+		spec := specOf(d.GetHealth())
+		err := st.sw.Apply(ctx, Desired{
+			Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
+			CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(), Health: spec,
+		}, confirm)
+		st.mu.Lock()
+		st.applying, st.applyingHealthy = 0, false
+		if err == nil {
+			st.active = d.GetGeneration()
+		}
+		st.mu.Unlock()
+		if err != nil {
+			st.log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
+			return
+		}
+		if err := writeFile(filepath.Join(st.cfg.StateDir, "generation"), []byte(strconv.FormatInt(d.GetGeneration(), 10))); err != nil {
+			st.log.Error("recording the generation", "error", err)
+		}
+		st.monitor(ctx, spec)
+	}()
+}
+
+func (st *state) confirmed(gen int64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.applying == gen && st.confirm != nil {
+		close(st.confirm)
+		st.confirm = nil
+	}
+}
+
+// monitor watches the confirmed generation's liveness until the next one
+// and reports transitions.
+func (st *state) monitor(ctx context.Context, spec health.Spec) {
+	st.mu.Lock()
+	st.stopMonitor()
+	mctx, cancel := context.WithCancel(ctx)
+	st.stopMonitor = cancel
+	st.mu.Unlock()
+	go Monitor(mctx, spec, health.Prober{}, nil, func(tr Transition) {
+		h := nixmoxv1.Health_HEALTH_UNHEALTHY
+		if tr.Healthy {
+			h = nixmoxv1.Health_HEALTH_HEALTHY
+		}
+		st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
+			Check: "liveness", Health: h, Output: truncate(tr.Output, 1024), Latency: durationpb.New(tr.Latency)}}})
+	})
+}
+
+// session is one stream: hello with the agent's state, then desired
+// generations and confirmations, until the stream breaks.
+func session(ctx context.Context, cfg Config, creds credentials.TransportCredentials, st *state) error {
 	conn, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := nixmoxv1.NewAgentServiceClient(conn).Connect(ctx)
-	if err != nil {
-		return err
-	}
-	profile := nix.Profile(cfg.Profile)
-	gen, err := profile.Current()
+	stream, err := nixmoxv1.NewAgentServiceClient(conn).Connect(sctx)
 	if err != nil {
 		return err
 	}
@@ -170,41 +290,20 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
-	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: &nixmoxv1.Hello{ActiveGeneration: int64(gen), AgentVersion: Version}}}); err != nil {
+	st.mu.Lock()
+	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version}
+	st.mu.Unlock()
+	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return err
 	}
-	sw := &Switcher{Profile: profile, Report: func(g int64, st Stage, text string) {
-		if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(st), Log: text}}}); err != nil {
-			log.Warn("reporting a stage", "error", err)
-		}
-	}}
-	var mu sync.Mutex
-	confirms := map[int64]chan struct{}{}
-	// After a confirmed generation, its liveness is watched until the next
-	// one; transitions are reported for monitoring.
-	stopMonitor := func() {}
+	st.mu.Lock()
+	st.send = send
+	st.mu.Unlock()
 	defer func() {
-		mu.Lock()
-		stopMonitor()
-		mu.Unlock()
+		st.mu.Lock()
+		st.send = nil
+		st.mu.Unlock()
 	}()
-	monitor := func(spec health.Spec) {
-		mu.Lock()
-		defer mu.Unlock()
-		stopMonitor()
-		mctx, cancel := context.WithCancel(ctx)
-		stopMonitor = cancel
-		go Monitor(mctx, spec, health.Prober{}, nil, func(tr Transition) {
-			h := nixmoxv1.Health_HEALTH_UNHEALTHY
-			if tr.Healthy {
-				h = nixmoxv1.Health_HEALTH_HEALTHY
-			}
-			if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
-				Check: "liveness", Health: h, Output: truncate(tr.Output, 1024), Latency: durationpb.New(tr.Latency)}}}); err != nil {
-				log.Warn("reporting health", "error", err)
-			}
-		})
-	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -212,33 +311,13 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 		}
 		switch m := msg.GetMessage().(type) {
 		case *nixmoxv1.ConnectResponse_Desired:
-			d := m.Desired
-			ch := make(chan struct{})
-			mu.Lock()
-			confirms[d.GetGeneration()] = ch
-			mu.Unlock()
-			go func() {
-				spec := specOf(d.GetHealth())
-				err := sw.Apply(ctx, Desired{
-					Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
-					CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(),
-					Health: spec,
-				}, ch)
-				if err != nil {
-					log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
-					return
-				}
-				monitor(spec)
-			}()
+			// Applying outlives the stream: it runs under the agent's
+			// context, not the session's.
+			st.desired(ctx, m.Desired)
 		case *nixmoxv1.ConnectResponse_Confirm:
-			mu.Lock()
-			if ch, ok := confirms[m.Confirm.GetGeneration()]; ok {
-				close(ch)
-				delete(confirms, m.Confirm.GetGeneration())
-			}
-			mu.Unlock()
+			st.confirmed(m.Confirm.GetGeneration())
 		case *nixmoxv1.ConnectResponse_Secrets:
-			log.Info("secrets received", "count", len(m.Secrets.GetValues())) // values are never logged
+			st.log.Info("secrets received", "count", len(m.Secrets.GetValues())) // values are never logged
 		}
 	}
 }

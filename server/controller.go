@@ -67,26 +67,69 @@ func (c *Controller) Apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who 
 }
 
 func (c *Controller) apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who string, m *manifest.Manifest, g *graph.Graph, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
-	services := append([]string(nil), req.GetSelection().GetServices()...)
-	p, err := plan.New(g, plan.Options{Services: services})
-	if err != nil {
-		return false, err
-	}
 	now := time.Now()
 	id := store.NewRolloutID(now)
 	if err := c.Store.Lock(id); err != nil {
 		return false, err
 	}
-	defer c.Store.Unlock(id)
 	version, err := c.Store.PutManifest(req.GetManifestFile(), req.GetManifestJson(), now)
+	if err != nil {
+		c.Store.Unlock(id)
+		return false, err
+	}
+	r := store.Rollout{ID: id, Manifest: version, Who: who, Started: now, Services: req.GetSelection().GetServices(),
+		Parallel: int(req.GetParallel()), FailFast: req.GetFailFast(), Force: req.GetForce()}
+	if err := c.Store.PutRollout(r); err != nil {
+		c.Store.Unlock(id)
+		return false, err
+	}
+	return c.execute(ctx, r, m, g, req.GetManifestFile(), emit)
+}
+
+// Resume continues a rollout that a server stopped (or killed) while it ran:
+// the one holding the lock without having finished. Steps that succeeded are
+// skipped by their fingerprints; a generation an agent was still checking is
+// confirmed or awaited, not deployed again.
+func (c *Controller) Resume(ctx context.Context) error {
+	id, err := c.Store.LockHolder()
+	if err != nil || id == "" {
+		return err
+	}
+	r, err := c.Store.Rollout(id)
+	if err != nil {
+		return fmt.Errorf("resuming %s: %w", id, err)
+	}
+	if !r.Finished.IsZero() {
+		return c.Store.Unlock(id)
+	}
+	sm, err := c.Store.Manifest(r.Manifest)
+	if err != nil {
+		return fmt.Errorf("resuming %s: %w", id, err)
+	}
+	m, err := manifest.Parse(sm.JSON, manifest.FormatJSON, sm.File)
+	if err != nil {
+		return fmt.Errorf("resuming %s: %w", id, err)
+	}
+	g, err := graph.New(m)
+	if err != nil {
+		return fmt.Errorf("resuming %s: %w", id, err)
+	}
+	c.Log.Info("resuming rollout", "rollout", id)
+	_, err = c.execute(ctx, r, m, g, sm.File, func(*nixmoxv1.RolloutEvent) {})
+	return err
+}
+
+// execute runs a stored rollout to its end and releases its lock.
+func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.Manifest, g *graph.Graph, file string, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
+	id, who := r.ID, r.Who
+	defer c.Store.Unlock(id)
+	p, err := plan.New(g, plan.Options{Services: r.Services})
 	if err != nil {
 		return false, err
 	}
-	if err := c.Store.PutRollout(store.Rollout{ID: id, Manifest: version, Who: who, Started: now}); err != nil {
-		return false, err
-	}
+	req := &nixmoxv1.ApplyRequest{ManifestFile: file, Parallel: int32(r.Parallel), FailFast: r.FailFast, Force: r.Force}
 	log := c.Log.With("rollout", id)
-	log.Info("rollout started", "manifest", req.GetManifestFile(), "steps", len(p.Steps))
+	log.Info("rollout started", "manifest", file, "steps", len(p.Steps))
 
 	var steps []rollout.Step
 	phase := map[string]plan.Step{}
@@ -118,10 +161,11 @@ func (c *Controller) apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who 
 		return c.run(ctx, m, dir, phase[st.ID])
 	}, opts)
 	summary := summarize(res)
-	if rerr := c.Store.PutRollout(store.Rollout{ID: id, Manifest: version, Who: who, Started: now, Finished: time.Now(), OK: res.OK && err == nil, Summary: summary}); rerr != nil && err == nil {
+	r.Finished, r.OK, r.Summary = time.Now(), res.OK && err == nil, summary
+	if rerr := c.Store.PutRollout(r); rerr != nil && err == nil {
 		err = rerr
 	}
-	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: "apply " + req.GetManifestFile(), Result: summary, Rollout: id})
+	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: "apply " + file, Result: summary, Rollout: id})
 	log.Info("rollout finished", "ok", res.OK, "summary", summary)
 	emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Done: true, Ok: res.OK && err == nil, Message: summary})
 	return res.OK && err == nil, err
@@ -170,7 +214,13 @@ func (c *Controller) fingerprint(ctx context.Context, m *manifest.Manifest, dir 
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", s.ID)
 	if s.Service == "" {
-		h.Write(m.JSON)
+		// The decoded model, not the bytes: a manifest that only changed
+		// layout (or was stored and read back) is the same manifest.
+		data, err := json.Marshal(m)
+		if err != nil {
+			return "", err
+		}
+		h.Write(data)
 	} else {
 		svc := m.Service(s.Service)
 		data, err := json.Marshal(svc)
@@ -248,22 +298,30 @@ func (c *Controller) deploy(ctx context.Context, m *manifest.Manifest, dir strin
 	}
 	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel}
 	c.mu.Unlock()
-	confirm := c.ConfirmTimeout
-	if confirm <= 0 {
-		confirm = 30 * time.Second
+	return c.Agents.Send(ctx, svc.Name, desired(svc, gen, path, c.confirmTimeout()))
+}
+
+func (c *Controller) confirmTimeout() time.Duration {
+	if c.ConfirmTimeout > 0 {
+		return c.ConfirmTimeout
 	}
+	return 30 * time.Second
+}
+
+// desired is the message asking an agent to switch to a generation.
+func desired(svc *manifest.Service, gen int64, path string, confirm time.Duration) *nixmoxv1.ConnectResponse {
 	h := svc.Interface.Health
 	if h == nil {
 		h = &manifest.Health{Interval: 30, Timeout: 60, Retries: 3}
 	}
-	return c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Desired{Desired: &nixmoxv1.DesiredGeneration{
+	return &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Desired{Desired: &nixmoxv1.DesiredGeneration{
 		Generation: gen, StorePath: path, ConfirmTimeout: durationpb.New(confirm),
 		Health: &nixmoxv1.HealthSpec{
 			Startup: h.Startup, Liveness: h.Liveness, Readiness: h.Readiness,
 			Interval: durationpb.New(time.Duration(h.Interval) * time.Second), Timeout: durationpb.New(time.Duration(h.Timeout) * time.Second),
 			Retries: int32(h.Retries), StartPeriod: durationpb.New(time.Duration(h.StartPeriod) * time.Second),
 		},
-	}}})
+	}}}
 }
 
 // verify waits for the agent to report the pending generation healthy,
@@ -276,8 +334,10 @@ func (c *Controller) verify(ctx context.Context, m *manifest.Manifest, svc *mani
 	delete(c.pending, svc.Name)
 	c.mu.Unlock()
 	if p == nil {
-		// The nix step was unchanged: the running generation stands.
-		return nil
+		var err error
+		if p, err = c.reattach(ctx, m, svc); p == nil || err != nil {
+			return err
+		}
 	}
 	defer p.cancel()
 	wait, cancel := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
@@ -308,6 +368,48 @@ func (c *Controller) verify(ctx context.Context, m *manifest.Manifest, svc *mani
 			return fmt.Errorf("%s did not report generation %d healthy within %ds", svc.Name, p.gen, m.HealthCheckTimeout)
 		}
 	}
+}
+
+// reattach finds where the service's latest generation stands when the
+// verify step has nothing pending: its nix step was unchanged, or ran
+// before the server restarted. It returns nil when there is nothing to
+// wait for, and otherwise a subscription to wait on, having confirmed the
+// generation or asked the agent for it again as needed.
+func (c *Controller) reattach(ctx context.Context, m *manifest.Manifest, svc *manifest.Service) (*pendingGen, error) {
+	gens, err := c.Store.Generations(svc.Name)
+	if err != nil || len(gens) == 0 {
+		return nil, err // nothing was ever deployed by this server: nothing to verify
+	}
+	last := gens[len(gens)-1]
+	if last.Healthy {
+		return nil, nil
+	}
+	wait, cancelWait := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
+	defer cancelWait()
+	if err := c.Agents.WaitConnected(wait, svc.Name); err != nil {
+		return nil, fmt.Errorf("the agent of %s did not reconnect within %ds", svc.Name, m.HealthCheckTimeout)
+	}
+	reports, cancel := c.Agents.Subscribe(svc.Name)
+	p := &pendingGen{gen: last.Number, reports: reports, cancel: cancel}
+	hello, _ := c.Agents.Hello(svc.Name)
+	switch {
+	case hello.GetActiveGeneration() == last.Number:
+		cancel()
+		return nil, c.markHealthy(svc.Name, last.Number)
+	case hello.GetApplying() == last.Number && hello.GetApplyingHealthy():
+		err = c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Confirm{Confirm: &nixmoxv1.Confirm{Generation: last.Number}}})
+	case hello.GetApplying() == last.Number:
+		// Still checking it: its reports will come.
+		c.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)
+	default:
+		// The agent rolled it back (or never got it): ask again.
+		err = c.Agents.Send(ctx, svc.Name, desired(svc, last.Number, last.StorePath, c.confirmTimeout()))
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return p, nil
 }
 
 func (c *Controller) markHealthy(service string, gen int64) error {

@@ -92,6 +92,12 @@ func Serve(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(agentLis.Addr().String())
 	}
+	// A rollout this server was running when it stopped goes on.
+	go func() {
+		if err := controller.Resume(ctx); err != nil {
+			log.Error("resuming the interrupted rollout", "error", err)
+		}
+	}()
 	select {
 	case <-ctx.Done():
 	case err = <-errs:

@@ -209,6 +209,11 @@ type Rollout struct {
 	Finished time.Time `json:"finished,omitzero"`
 	OK       bool      `json:"ok"`
 	Summary  string    `json:"summary,omitempty"`
+	// The apply's options, so that a restarted server can resume it.
+	Services []string `json:"services,omitempty"`
+	Parallel int      `json:"parallel,omitempty"`
+	FailFast bool     `json:"fail_fast,omitempty"`
+	Force    bool     `json:"force,omitempty"`
 }
 
 // PutRollout creates or updates a rollout.

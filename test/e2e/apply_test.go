@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,4 +192,84 @@ func TestSecondApplyIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.await(t, 0, `: 3 succeeded`)
+}
+
+// TestServerKilledMidRollout SIGKILLs the server while an agent is still
+// checking a generation; the restarted server resumes the rollout, skips
+// what had succeeded, confirms the generation once the agent reports it
+// healthy, and finishes it.
+func TestServerKilledMidRollout(t *testing.T) {
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		t.Skip("needs nix-build (make test installs nix-bin)")
+	}
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "control.sock")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	serve := func() *proc {
+		p := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", addr, "--socket", socket)
+		p.await(t, 0, `serving: agents=`)
+		return p
+	}
+	srv := serve()
+	for _, svc := range []string{"a", "b"} {
+		enroll := filepath.Join(dir, "enroll-"+svc+".json")
+		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
+			t.Fatalf("token: %v\n%s", err, out)
+		}
+		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
+			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
+		srv.await(t, 0, `agent connected: service=`+svc)
+	}
+	flag := filepath.Join(dir, "go")
+	closure(t, dir, "a.nix", "a1", filepath.Join(dir, "a.active"))
+	closure(t, dir, "b.nix", "b1", filepath.Join(dir, "b.active"))
+	m := filepath.Join(dir, "m.json")
+	manifest := fmt.Sprintf(`{
+  "network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
+  "services": {
+    "a": {"ip": "10.9.0.10", "hostname": "a.lab.test", "closure": "a.nix",
+          "interface": {"health": {"liveness": "true", "interval": 1, "timeout": 10}}},
+    "b": {"ip": "10.9.0.11", "hostname": "b.lab.test", "depends_on": ["a"], "closure": "b.nix",
+          "interface": {"health": {"startup": "test -e %s", "interval": 1, "timeout": 300}}}}
+}`, flag)
+	if err := os.WriteFile(m, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply := run(t, "nixmox-cli", "apply", "-f", m, "--socket", socket)
+	apply.await(t, 0, `verify:b +running`)
+
+	srv.kill()
+	srv = serve()
+	_, next := srv.await(t, 0, `resuming rollout`)
+	srv.await(t, 0, `waiting for the agent to finish checking: service=b`)
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv.await(t, next, `rollout finished: .*ok=true`)
+	log := srv.log()
+	for _, step := range []string{"tf:infra", "nix:service-config:a", "verify:a", "nix:service-config:b"} {
+		if !strings.Contains(log, "step="+step+" state=skipped") || strings.Contains(log, "step="+step+" state=running") {
+			t.Errorf("%s ran again after the restart:\n%s", step, log)
+		}
+	}
+	if read(t, filepath.Join(dir, "b.active")) != "b1" {
+		t.Errorf("b is on %q", read(t, filepath.Join(dir, "b.active")))
+	}
+	hist, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "history", "--output", "json", "--socket", socket).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Rollouts []struct {
+			OK bool `json:"ok"`
+		} `json:"rollouts"`
+	}
+	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 1 || !h.Rollouts[0].OK {
+		t.Fatalf("history: %s", hist)
+	}
 }

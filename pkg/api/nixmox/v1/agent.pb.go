@@ -316,14 +316,22 @@ func (*ConnectRequest_Health) isConnectRequest_Message() {}
 // Hello resynchronises the server with the agent.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// active_generation is the generation the agent runs.
+	// active_generation is the last generation the server confirmed and the
+	// agent runs (0 for none).
 	ActiveGeneration int64 `protobuf:"varint,1,opt,name=active_generation,json=activeGeneration,proto3" json:"active_generation,omitempty"`
 	// health is its current health.
 	Health Health `protobuf:"varint,2,opt,name=health,proto3,enum=nixmox.v1.Health" json:"health,omitempty"`
 	// agent_version is the agent's version.
-	AgentVersion  string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentVersion string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// applying is a generation the agent is switching to, checking, or
+	// holding healthy while it waits for the server's confirmation (0 for
+	// none); after a server restart the server confirms it or waits for it.
+	Applying int64 `protobuf:"varint,4,opt,name=applying,proto3" json:"applying,omitempty"`
+	// applying_healthy is set when applying passed its checks and waits only
+	// for confirmation.
+	ApplyingHealthy bool `protobuf:"varint,5,opt,name=applying_healthy,json=applyingHealthy,proto3" json:"applying_healthy,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -375,6 +383,20 @@ func (x *Hello) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *Hello) GetApplying() int64 {
+	if x != nil {
+		return x.Applying
+	}
+	return 0
+}
+
+func (x *Hello) GetApplyingHealthy() bool {
+	if x != nil {
+		return x.ApplyingHealthy
+	}
+	return false
 }
 
 // StageReport reports progress on a generation.
@@ -915,11 +937,13 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x10.nixmox.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\x05stage\x18\x02 \x01(\v2\x16.nixmox.v1.StageReportH\x00R\x05stage\x121\n" +
 	"\x06health\x18\x03 \x01(\v2\x17.nixmox.v1.HealthReportH\x00R\x06healthB\t\n" +
-	"\amessage\"\x84\x01\n" +
+	"\amessage\"\xcb\x01\n" +
 	"\x05Hello\x12+\n" +
 	"\x11active_generation\x18\x01 \x01(\x03R\x10activeGeneration\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12#\n" +
-	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"g\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12\x1a\n" +
+	"\bapplying\x18\x04 \x01(\x03R\bapplying\x12)\n" +
+	"\x10applying_healthy\x18\x05 \x01(\bR\x0fapplyingHealthy\"g\n" +
 	"\vStageReport\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
