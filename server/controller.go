@@ -44,6 +44,35 @@ type Controller struct {
 
 	mu      sync.Mutex
 	pending map[string]*pendingGen // service -> generation handed to its agent
+	turn    chan struct{}          // held by the running rollout
+}
+
+// acquire takes the turn to run a rollout: at once, or — with wait — once
+// the running one is done. Without wait, a running rollout makes it fail
+// naming that rollout.
+func (c *Controller) acquire(ctx context.Context, wait bool, emit func(*nixmoxv1.RolloutEvent)) (release func(), err error) {
+	c.mu.Lock()
+	if c.turn == nil {
+		c.turn = make(chan struct{}, 1)
+	}
+	turn := c.turn
+	c.mu.Unlock()
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	default:
+	}
+	holder, _ := c.Store.LockHolder()
+	if !wait {
+		return nil, &store.LockedError{Holder: holder}
+	}
+	emit(&nixmoxv1.RolloutEvent{Time: timestamppb.Now(), Message: "queued behind rollout " + holder})
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // pendingGen is a generation waiting for its verify step.
@@ -67,6 +96,11 @@ func (c *Controller) Apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who 
 }
 
 func (c *Controller) apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who string, m *manifest.Manifest, g *graph.Graph, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
+	release, err := c.acquire(ctx, req.GetWait(), emit)
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	now := time.Now()
 	id := store.NewRolloutID(now)
 	if err := c.Store.Lock(id); err != nil {
@@ -114,6 +148,11 @@ func (c *Controller) Resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resuming %s: %w", id, err)
 	}
+	release, err := c.acquire(ctx, true, func(*nixmoxv1.RolloutEvent) {})
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.Log.Info("resuming rollout", "rollout", id)
 	_, err = c.execute(ctx, r, m, g, sm.File, func(*nixmoxv1.RolloutEvent) {})
 	return err

@@ -5,20 +5,24 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
 // ApplyOptions are apply's options.
 type ApplyOptions struct {
 	Factory  *Factory
 	Services []string
+	On       []string
 	Parallel int
 	FailFast bool
 	Force    bool
+	Wait     bool
 }
 
 func newApplyCmd(f *Factory) *cobra.Command {
@@ -31,10 +35,17 @@ one line per step as it starts and ends, then a summary. Steps whose inputs
 did not change since they last succeeded are skipped ("unchanged"), so applying
 the same manifest again does nothing.
 
+One rollout runs at a time: while one runs, apply is refused (naming it) unless
+--wait queues it behind.
+
+--service S and --on name,@tag (both repeatable) keep the selected services and
+everything they need; @tag selects every service with that tag.
+
 The exit code is 0 only if every selected step succeeded or was unchanged; a
 service its agent rolled back is a failed deploy (1).`,
 		Example: `  $ nixmox-cli apply -f homelab.nix
-  $ nixmox-cli apply --service vaultwarden --fail-fast`,
+  $ nixmox-cli apply --service vaultwarden --fail-fast
+  $ nixmox-cli apply --on @app,caddy --wait`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Parallel < 0 {
@@ -47,6 +58,8 @@ service its agent rolled back is a failed deploy (1).`,
 	cmd.Flags().IntVar(&opts.Parallel, "parallel", 0, "steps at once (0: the server's default, 8)")
 	cmd.Flags().BoolVar(&opts.FailFast, "fail-fast", false, "stop starting steps at the first failure")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "run every selected step, even unchanged ones")
+	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "queue behind a running rollout instead of failing")
+	cmd.Flags().StringSliceVar(&opts.On, "on", nil, "services by name or @tag, comma-separated (repeatable)")
 	return cmd
 }
 
@@ -59,10 +72,9 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range opts.Services {
-		if !g.Has(s) {
-			return usageErrorf("unknown or disabled service %q", s)
-		}
+	selected, err := selection(g.Manifest(), opts.Services, opts.On)
+	if err != nil {
+		return err
 	}
 	client, err := opts.Factory.Client()
 	if err != nil {
@@ -74,8 +86,8 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		return err
 	}
 	stream, err := client.Apply(cmd.Context(), &nixmoxv1.ApplyRequest{
-		ManifestJson: m.JSON, ManifestFile: file, Selection: &nixmoxv1.Selection{Services: opts.Services},
-		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force,
+		ManifestJson: m.JSON, ManifestFile: file, Selection: &nixmoxv1.Selection{Services: selected},
+		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force, Wait: opts.Wait,
 	})
 	if err != nil {
 		return err
@@ -98,6 +110,10 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 			}
 			return nil
 		}
+		if e.GetStep() == "" {
+			fmt.Fprintf(out, "%s %s\n", ts, e.GetMessage())
+			continue
+		}
 		line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), enumWord(e.GetState().String(), "STEP_STATE_"))
 		if e.GetState() == nixmoxv1.StepState_STEP_STATE_SKIPPED {
 			line = fmt.Sprintf("%s %-32s unchanged", ts, e.GetStep())
@@ -107,4 +123,44 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		}
 		fmt.Fprintln(out, line)
 	}
+}
+
+// selection resolves --service and --on (names and @tags) to service
+// names; an empty result means everything.
+func selection(m *manifest.Manifest, services, on []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, s := range services {
+		if m.Service(s) == nil {
+			return nil, usageErrorf("unknown or disabled service %q", s)
+		}
+		add(s)
+	}
+	for _, sel := range on {
+		tag, isTag := strings.CutPrefix(sel, "@")
+		if !isTag {
+			if m.Service(sel) == nil {
+				return nil, usageErrorf("unknown or disabled service %q", sel)
+			}
+			add(sel)
+			continue
+		}
+		found := false
+		for _, s := range m.Enabled() {
+			if slices.Contains(s.Tags, tag) {
+				add(s.Name)
+				found = true
+			}
+		}
+		if !found {
+			return nil, usageErrorf("no enabled service has the tag %q", tag)
+		}
+	}
+	return out, nil
 }

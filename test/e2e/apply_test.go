@@ -175,7 +175,7 @@ func TestSecondApplyIsRefused(t *testing.T) {
 	m := filepath.Join(dir, "m.json")
 	manifest := fmt.Sprintf(`{
   "network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
-  "services": {"a": {"ip": "10.9.0.10", "hostname": "a.lab.test", "closure": "a.nix",
+  "services": {"a": {"ip": "10.9.0.10", "hostname": "a.lab.test", "closure": "a.nix", "tags": ["web"],
     "interface": {"health": {"startup": "test -e %s", "interval": 1, "timeout": 300}}}}
 }`, flag)
 	if err := os.WriteFile(m, []byte(manifest), 0o644); err != nil {
@@ -188,10 +188,14 @@ func TestSecondApplyIsRefused(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !regexp.MustCompile(`rollout \d{8}T[\d.]+Z is running`).Match(out) {
 		t.Fatalf("second apply: %v\n%s", err, out)
 	}
+	// With --wait (and --on by tag) it queues behind, then runs.
+	queued := run(t, "nixmox-cli", "apply", "-f", m, "--socket", socket, "--wait", "--on", "@web")
+	queued.await(t, 0, `queued behind rollout \d{8}T`)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	first.await(t, 0, `: 3 succeeded`)
+	queued.await(t, 0, `: 3 unchanged`)
 }
 
 // TestServerKilledMidRollout SIGKILLs the server while an agent is still
