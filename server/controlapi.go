@@ -142,3 +142,23 @@ func (c *ControlAPI) Unlock(ctx context.Context, req *nixmoxv1.UnlockRequest) (*
 	_, _ = c.Store.Audit(store.AuditEntry{Time: c.now(), Who: "control", What: "unlock " + holder, Result: "ok"})
 	return &nixmoxv1.UnlockResponse{}, nil
 }
+
+// Watch streams every rollout event until the client goes away.
+func (c *ControlAPI) Watch(_ *nixmoxv1.WatchRequest, stream nixmoxv1.ControlService_WatchServer) error {
+	events, cancel := c.Controller.Watch()
+	defer cancel()
+	// Said once subscribed, so a client knows it will miss nothing from here.
+	if err := stream.Send(&nixmoxv1.WatchResponse{Event: &nixmoxv1.RolloutEvent{Time: timestamppb.Now(), Message: "watching rollouts"}}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case e := <-events:
+			if err := stream.Send(&nixmoxv1.WatchResponse{Event: e}); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}

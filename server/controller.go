@@ -45,6 +45,36 @@ type Controller struct {
 	mu      sync.Mutex
 	pending map[string]*pendingGen // service -> generation handed to its agent
 	turn    chan struct{}          // held by the running rollout
+	// watchers receive every rollout event (Watch).
+	watchers map[chan *nixmoxv1.RolloutEvent]struct{}
+}
+
+// Watch delivers every rollout event from now on until cancel is called;
+// events are dropped for a watcher that falls 256 behind.
+func (c *Controller) Watch() (events <-chan *nixmoxv1.RolloutEvent, cancel func()) {
+	ch := make(chan *nixmoxv1.RolloutEvent, 256)
+	c.mu.Lock()
+	if c.watchers == nil {
+		c.watchers = map[chan *nixmoxv1.RolloutEvent]struct{}{}
+	}
+	c.watchers[ch] = struct{}{}
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.watchers, ch)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Controller) broadcast(e *nixmoxv1.RolloutEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ch := range c.watchers {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
 }
 
 // acquire takes the turn to run a rollout: at once, or — with wait — once
@@ -159,7 +189,11 @@ func (c *Controller) Resume(ctx context.Context) error {
 }
 
 // execute runs a stored rollout to its end and releases its lock.
-func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.Manifest, g *graph.Graph, file string, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
+func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.Manifest, g *graph.Graph, file string, emitTo func(*nixmoxv1.RolloutEvent)) (bool, error) {
+	emit := func(e *nixmoxv1.RolloutEvent) {
+		emitTo(e)
+		c.broadcast(e)
+	}
 	id, who := r.ID, r.Who
 	defer c.Store.Unlock(id)
 	p, err := plan.New(g, plan.Options{Services: r.Services})

@@ -92,7 +92,6 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	out := opts.Factory.IO.Out
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
@@ -101,28 +100,37 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		if err != nil {
 			return err
 		}
-		e := resp.GetEvent()
-		ts := e.GetTime().AsTime().Local().Format("15:04:05")
-		if e.GetDone() {
-			fmt.Fprintf(out, "%s rollout %s: %s\n", ts, e.GetRolloutId(), e.GetMessage())
-			if !e.GetOk() {
+		if done, ok := printEvent(opts.Factory.IO.Out, resp.GetEvent()); done {
+			if !ok {
 				return silentError{errRolloutFailed}
 			}
 			return nil
 		}
-		if e.GetStep() == "" {
-			fmt.Fprintf(out, "%s %s\n", ts, e.GetMessage())
-			continue
-		}
-		line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), enumWord(e.GetState().String(), "STEP_STATE_"))
-		if e.GetState() == nixmoxv1.StepState_STEP_STATE_SKIPPED {
-			line = fmt.Sprintf("%s %-32s unchanged", ts, e.GetStep())
-		}
-		if msg := strings.TrimPrefix(e.GetMessage(), e.GetStep()+" failed: "); msg != "" {
-			line += ": " + strings.ReplaceAll(msg, "\n", " ")
-		}
-		fmt.Fprintln(out, line)
 	}
+}
+
+// printEvent writes one rollout event as a line and reports whether it
+// ended the rollout, and how.
+func printEvent(out io.Writer, e *nixmoxv1.RolloutEvent) (done, ok bool) {
+	ts := e.GetTime().AsTime().Local().Format("15:04:05")
+	switch {
+	case e.GetDone():
+		fmt.Fprintf(out, "%s rollout %s: %s\n", ts, e.GetRolloutId(), e.GetMessage())
+		return true, e.GetOk()
+	case e.GetStep() == "":
+		fmt.Fprintf(out, "%s %s\n", ts, e.GetMessage())
+		return false, false
+	}
+	state := enumWord(e.GetState().String(), "STEP_STATE_")
+	if e.GetState() == nixmoxv1.StepState_STEP_STATE_SKIPPED {
+		state = "unchanged"
+	}
+	line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), state)
+	if msg := strings.TrimPrefix(e.GetMessage(), e.GetStep()+" failed: "); msg != "" {
+		line += ": " + strings.ReplaceAll(msg, "\n", " ")
+	}
+	fmt.Fprintln(out, line)
+	return false, false
 }
 
 // selection resolves --service and --on (names and @tags) to service

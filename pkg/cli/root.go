@@ -105,6 +105,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newApplyCmd(f),
 		newStatusCmd(f),
 		newHistoryCmd(f),
+		newWatchCmd(f),
 		newUnlockCmd(f),
 	)
 	return root

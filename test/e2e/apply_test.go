@@ -101,7 +101,12 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		return string(out), code
 	}
 
+	watch := run(t, "nixmox-cli", "watch", "--socket", socket)
+	watch.await(t, 0, `watching rollouts`)
 	out, code := apply()
+	// The watcher sees the same rollout.
+	watch.await(t, 0, `verify:a +succeeded`)
+	watch.await(t, 0, `rollout \d{8}T[\d.]+Z: 5 succeeded`)
 	if code != 0 || !strings.Contains(out, "verify:b") || !strings.Contains(out, ": 5 succeeded") {
 		t.Fatalf("first apply (exit %d):\n%s", code, out)
 	}
