@@ -162,3 +162,17 @@ func (c *ControlAPI) Watch(_ *nixmoxv1.WatchRequest, stream nixmoxv1.ControlServ
 		}
 	}
 }
+
+// Rollback sets a service back to an earlier generation and streams how it
+// goes.
+func (c *ControlAPI) Rollback(req *nixmoxv1.RollbackRequest, stream nixmoxv1.ControlService_RollbackServer) error {
+	err := c.Controller.Rollback(stream.Context(), req.GetService(), req.GetToGeneration(), "cli", func(e *nixmoxv1.RolloutEvent) {
+		_ = stream.Send(&nixmoxv1.RollbackResponse{Event: e})
+	})
+	if err != nil {
+		// A running rollout, an unknown service, no earlier generation, or
+		// a failed deploy: the state is not what a rollback needs.
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return nil
+}

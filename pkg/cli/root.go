@@ -106,6 +106,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newStatusCmd(f),
 		newHistoryCmd(f),
 		newWatchCmd(f),
+		newRollbackCmd(f),
 		newUnlockCmd(f),
 	)
 	return root

@@ -132,7 +132,22 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		t.Fatalf("b is on %q after its rollback, want b1", read(t, filepath.Join(dir, "b.active")))
 	}
 
-	// The history has the three rollouts, newest first.
+	// A healthy b3, then `rollback b`: back on b1's closure (the healthy
+	// generation before b3), deployed and verified as generation 4.
+	closure(t, dir, "b3.nix", "b3", filepath.Join(dir, "b.active"))
+	manifestJSON(t, m, "b3.nix", "grep -qxE 'b1|b3' "+filepath.Join(dir, "b.active"), dir)
+	if out, code = apply(); code != 0 || read(t, filepath.Join(dir, "b.active")) != "b3" {
+		t.Fatalf("apply b3 (exit %d):\n%s", code, out)
+	}
+	rb, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "rollback", "b", "--socket", socket).CombinedOutput()
+	if err != nil || !strings.Contains(string(rb), "rollback:b") || !strings.Contains(string(rb), "succeeded") {
+		t.Fatalf("rollback: %v\n%s", err, rb)
+	}
+	if got := read(t, filepath.Join(dir, "b.active")); got != "b1" {
+		t.Fatalf("after rollback b is on %q:\n%s", got, rb)
+	}
+
+	// The history has the four rollouts, newest first.
 	hist, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "history", "--output", "json", "--socket", socket).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +159,7 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 			Finished string `json:"finished"`
 		} `json:"rollouts"`
 	}
-	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 3 || h.Rollouts[0].OK || !h.Rollouts[1].OK || !h.Rollouts[2].OK ||
+	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 4 || !h.Rollouts[0].OK || h.Rollouts[1].OK || !h.Rollouts[2].OK ||
 		h.Rollouts[0].Manifest != m || h.Rollouts[0].Finished == "" {
 		t.Fatalf("history: %s (%v)", hist, err)
 	}
