@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -13,6 +16,7 @@ import (
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/server/rollout"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -173,6 +177,42 @@ func (c *ControlAPI) Rollback(req *nixmoxv1.RollbackRequest, stream nixmoxv1.Con
 		// A running rollout, an unknown service, no earlier generation, or
 		// a failed deploy: the state is not what a rollback needs.
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return nil
+}
+
+// Logs streams the stored record of a rollout's steps (or of one step),
+// in the order they started.
+func (c *ControlAPI) Logs(req *nixmoxv1.LogsRequest, stream nixmoxv1.ControlService_LogsServer) error {
+	if _, err := c.Store.Rollout(req.GetRolloutId()); err != nil {
+		return status.Errorf(codes.NotFound, "no rollout %q", req.GetRolloutId())
+	}
+	steps, err := c.Store.Steps(req.GetRolloutId())
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if req.GetStep() != "" {
+		st, ok := steps[req.GetStep()]
+		if !ok {
+			return status.Errorf(codes.NotFound, "rollout %s has no step %q", req.GetRolloutId(), req.GetStep())
+		}
+		steps = map[string]store.StepRecord{st.ID: st}
+	}
+	recs := slices.SortedFunc(maps.Values(steps), func(a, b store.StepRecord) int {
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	for _, r := range recs {
+		at := r.Finished
+		if at.IsZero() {
+			at = r.Started
+		}
+		e := &nixmoxv1.RolloutEvent{RolloutId: req.GetRolloutId(), Time: timestamppb.New(at), Step: r.ID, State: stateOf(rollout.State(r.State)), Message: r.Error}
+		if err := stream.Send(&nixmoxv1.LogsResponse{Event: e}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

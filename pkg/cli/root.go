@@ -107,6 +107,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newHistoryCmd(f),
 		newWatchCmd(f),
 		newRollbackCmd(f),
+		newLogsCmd(f),
 		newUnlockCmd(f),
 	)
 	return root

@@ -189,7 +189,7 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 	note := func(i int, st State, attempts int, fp, cause string) {
 		rec := store.StepRecord{ID: steps[i].ID, State: string(st), Attempts: attempts, Error: cause}
 		if st == Succeeded || st == Skipped {
-			rec.State, rec.Fingerprint = "succeeded", fp
+			rec.Fingerprint = fp
 		}
 		if st == Running {
 			rec.Started = opts.Now()

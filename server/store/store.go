@@ -264,8 +264,8 @@ type StepRecord struct {
 	Fingerprint string    `json:"fingerprint,omitempty"`
 }
 
-// PutStep records a step's state in a rollout. When the step succeeded with
-// a fingerprint, the fingerprint is recorded in the same transaction, so a
+// PutStep records a step's state in a rollout. When the step succeeded (or
+// was skipped as unchanged) with a fingerprint, the fingerprint is recorded in the same transaction, so a
 // crash can never leave a success without its fingerprint or the other way
 // round; a failure clears the fingerprint.
 func (s *Store) PutStep(rolloutID string, st StepRecord) error {
@@ -286,7 +286,7 @@ func (s *Store) PutSteps(rolloutID string, sts []StepRecord) error {
 				return err
 			}
 			switch st.State {
-			case "succeeded":
+			case "succeeded", "skipped":
 				if st.Fingerprint != "" {
 					err = fps.Put([]byte(st.ID), []byte(st.Fingerprint))
 				}

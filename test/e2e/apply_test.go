@@ -163,6 +163,18 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		h.Rollouts[0].Manifest != m || h.Rollouts[0].Finished == "" {
 		t.Fatalf("history: %s (%v)", hist, err)
 	}
+	// The failed rollout's record names the cause.
+	var ids struct {
+		Rollouts []struct {
+			ID string `json:"id"`
+		} `json:"rollouts"`
+	}
+	_ = json.Unmarshal(hist, &ids)
+	logs, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "logs", ids.Rollouts[1].ID, "verify:b", "--socket", socket).CombinedOutput()
+	if err != nil || !strings.Contains(string(logs), "failed: the agent rolled b back: generation 2 is unhealthy") {
+		t.Fatalf("logs: %v\n%s", err, logs)
+	}
+
 	// No rollout runs: there is nothing to unlock.
 	if out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "unlock", "x", "--socket", socket).CombinedOutput(); err == nil || !strings.Contains(string(out), "no rollout holds the lock") {
 		t.Fatalf("unlock: %v %s", err, out)
