@@ -66,9 +66,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	delay := time.Second
 	for {
-		err := session(ctx, cfg, creds, st)
+		connected, err := session(ctx, cfg, creds, st)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if connected {
+			delay = time.Second // the backoff is for failing to connect, not for losing a stream
 		}
 		log.Warn("stream ended; reconnecting", "error", err, "in", delay)
 		select {
@@ -272,17 +275,18 @@ func (st *state) monitor(ctx context.Context, spec health.Spec) {
 
 // session is one stream: hello with the agent's state, then desired
 // generations and confirmations, until the stream breaks.
-func session(ctx context.Context, cfg Config, creds credentials.TransportCredentials, st *state) error {
+func session(ctx context.Context, cfg Config, creds credentials.TransportCredentials, st *state) (connected bool, err error) {
+	start := time.Now()
 	conn, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := nixmoxv1.NewAgentServiceClient(conn).Connect(sctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var sendMu sync.Mutex
 	send := func(m *nixmoxv1.ConnectRequest) error {
@@ -294,7 +298,7 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version}
 	st.mu.Unlock()
 	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
-		return err
+		return false, err
 	}
 	st.mu.Lock()
 	st.send = send
@@ -307,8 +311,10 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			return err
+			// Established if the server spoke, or the stream lasted.
+			return connected || time.Since(start) > 10*time.Second, err
 		}
+		connected = true
 		switch m := msg.GetMessage().(type) {
 		case *nixmoxv1.ConnectResponse_Desired:
 			// Applying outlives the stream: it runs under the agent's
