@@ -20,6 +20,7 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/graph"
 	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/plan"
 	"github.com/nixmox/nixmox/server/rollout"
 	"github.com/nixmox/nixmox/server/store"
@@ -41,6 +42,11 @@ type Controller struct {
 	Log    hclog.Logger
 	// ConfirmTimeout is sent to agents; 0 means 30 s.
 	ConfirmTimeout time.Duration
+	// CacheDir is the signed file binary cache closures are copied into and
+	// agents pull from (with CacheKey.Public as the only trusted key); ""
+	// hands agents store paths they must already have.
+	CacheDir string
+	CacheKey nix.CacheKey
 
 	mu      sync.Mutex
 	pending map[string]*pendingGen // service -> generation handed to its agent
@@ -351,6 +357,11 @@ func (c *Controller) deploy(ctx context.Context, m *manifest.Manifest, dir strin
 // the service's agent; the service's verify step (or Rollback) waits for
 // the outcome.
 func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *manifest.Service, path string) error {
+	if c.CacheDir != "" {
+		if err := (nix.Runner{}).CopyToCache(ctx, c.CacheDir, c.CacheKey, path); err != nil {
+			return fmt.Errorf("publishing %s to the binary cache: %w", path, err)
+		}
+	}
 	gens, err := c.Store.Generations(svc.Name)
 	if err != nil {
 		return err
@@ -377,7 +388,7 @@ func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *ma
 	}
 	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel}
 	c.mu.Unlock()
-	return c.Agents.Send(ctx, svc.Name, desired(svc, gen, path, c.confirmTimeout()))
+	return c.Agents.Send(ctx, svc.Name, c.desired(svc, gen, path))
 }
 
 func (c *Controller) confirmTimeout() time.Duration {
@@ -387,14 +398,20 @@ func (c *Controller) confirmTimeout() time.Duration {
 	return 30 * time.Second
 }
 
-// desired is the message asking an agent to switch to a generation.
-func desired(svc *manifest.Service, gen int64, path string, confirm time.Duration) *nixmoxv1.ConnectResponse {
+// desired is the message asking an agent to switch to a generation, pulled
+// from the server's cache when there is one.
+func (c *Controller) desired(svc *manifest.Service, gen int64, path string) *nixmoxv1.ConnectResponse {
+	cacheURL, key := "", ""
+	if c.CacheDir != "" {
+		cacheURL, key = "file://"+c.CacheDir, c.CacheKey.Public
+	}
 	h := svc.Interface.Health
 	if h == nil {
 		h = &manifest.Health{Interval: 30, Timeout: 60, Retries: 3}
 	}
 	return &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Desired{Desired: &nixmoxv1.DesiredGeneration{
-		Generation: gen, StorePath: path, ConfirmTimeout: durationpb.New(confirm),
+		Generation: gen, StorePath: path, ConfirmTimeout: durationpb.New(c.confirmTimeout()),
+		CacheUrl: cacheURL, CachePublicKey: key,
 		Health: &nixmoxv1.HealthSpec{
 			Startup: h.Startup, Liveness: h.Liveness, Readiness: h.Readiness,
 			Interval: durationpb.New(time.Duration(h.Interval) * time.Second), Timeout: durationpb.New(time.Duration(h.Timeout) * time.Second),
@@ -482,7 +499,7 @@ func (c *Controller) reattach(ctx context.Context, m *manifest.Manifest, svc *ma
 		c.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)
 	default:
 		// The agent rolled it back (or never got it): ask again.
-		err = c.Agents.Send(ctx, svc.Name, desired(svc, last.Number, last.StorePath, c.confirmTimeout()))
+		err = c.Agents.Send(ctx, svc.Name, c.desired(svc, last.Number, last.StorePath))
 	}
 	if err != nil {
 		cancel()

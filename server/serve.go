@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/store"
 )
@@ -66,7 +67,12 @@ func Serve(ctx context.Context, cfg Config) error {
 	})))
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agents)
 	controlSrv := grpc.NewServer()
-	controller := &Controller{Store: st, Agents: agents, Log: log.Named("rollout")}
+	cacheKey, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(cfg.StateDir, "cache-key"), "nixmox")
+	if err != nil {
+		return fmt.Errorf("the binary cache's signing key: %w", err)
+	}
+	controller := &Controller{Store: st, Agents: agents, Log: log.Named("rollout"),
+		CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey}
 	nixmoxv1.RegisterControlServiceServer(controlSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
 
 	agentLis, err := net.Listen("tcp", cfg.AgentListen)

@@ -33,6 +33,8 @@ type Runner struct {
 	Instantiate string
 	// EvalTimeout bounds EvalJSON; 0 means DefaultEvalTimeout.
 	EvalTimeout time.Duration
+	// Store is where CopyFrom copies to; "" is the default store.
+	Store string
 }
 
 // EvalJSON evaluates the Nix file at path strictly and returns its value as

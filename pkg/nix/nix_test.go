@@ -61,3 +61,44 @@ func TestPathIsNotAnOption(t *testing.T) {
 		t.Fatalf("out=%s err=%v", out, err)
 	}
 }
+
+// TestSignedCache copies a real closure into a signed file cache and out
+// again into a separate store: accepted with the cache's key, refused with
+// another.
+func TestSignedCache(t *testing.T) {
+	src := write(t, `derivation { name = "nixmox-cache-test"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo cached > $out" ]; }`)
+	out, err := exec.Command("nix-build", src, "--no-out-link", "--option", "substituters", "").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := strings.TrimSpace(string(out))
+	dir := t.TempDir()
+	ctx := context.Background()
+	key, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(dir, "key"), "nixmox-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(key.SecretFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("secret key mode %v", st.Mode())
+	}
+	again, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(dir, "key"), "nixmox-test")
+	if err != nil || again != key {
+		t.Fatalf("reloading the key: %v %+v", err, again)
+	}
+	cache := filepath.Join(dir, "cache")
+	if err := (nix.Runner{}).CopyToCache(ctx, cache, key, path); err != nil {
+		t.Fatal(err)
+	}
+	good := nix.Runner{Store: filepath.Join(dir, "store-good")}
+	if err := good.CopyFrom(ctx, "file://"+cache, path, key.Public); err != nil {
+		t.Fatalf("trusted key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "store-good", path)); err != nil {
+		t.Fatalf("not copied: %v", err)
+	}
+	bad := nix.Runner{Store: filepath.Join(dir, "store-bad")}
+	err = bad.CopyFrom(ctx, "file://"+cache, path, "other:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	if err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
+		t.Fatalf("untrusted key: %v", err)
+	}
+}

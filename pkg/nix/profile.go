@@ -35,11 +35,14 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 // CopyFrom copies a store path and its closure from a binary cache,
 // accepting only paths signed by publicKey.
 func (r Runner) CopyFrom(ctx context.Context, cacheURL, storePath, publicKey string) error {
-	_, err := run(ctx, "nix", "--extra-experimental-features", "nix-command",
+	args := []string{"--extra-experimental-features", "nix-command",
 		"copy", "--from", cacheURL,
 		"--option", "require-sigs", "true",
-		"--option", "trusted-public-keys", publicKey,
-		"--", storePath)
+		"--option", "trusted-public-keys", publicKey}
+	if r.Store != "" {
+		args = append(args, "--to", r.Store)
+	}
+	_, err := run(ctx, "nix", append(args, "--", storePath)...)
 	return err
 }
 
@@ -85,5 +88,41 @@ func (p Profile) Path() (string, error) {
 // generation).
 func (p Profile) SwitchTo(ctx context.Context, n int) error {
 	_, err := run(ctx, "nix-env", "--profile", string(p), "--switch-generation", strconv.Itoa(n))
+	return err
+}
+
+// CacheKey is a binary cache signing key pair on disk.
+type CacheKey struct {
+	SecretFile string // readable by the server only
+	Public     string // "name:base64", what agents trust
+}
+
+// LoadOrCreateCacheKey returns the signing key in dir, generating it (named
+// name) the first time. The secret key file is 0600.
+func LoadOrCreateCacheKey(ctx context.Context, dir, name string) (CacheKey, error) {
+	sk, pk := filepath.Join(dir, "secret-key"), filepath.Join(dir, "public-key")
+	if _, err := os.Stat(pk); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return CacheKey{}, err
+		}
+		if _, err := run(ctx, "nix-store", "--generate-binary-cache-key", name, sk, pk); err != nil {
+			return CacheKey{}, err
+		}
+		if err := os.Chmod(sk, 0o600); err != nil {
+			return CacheKey{}, err
+		}
+	}
+	pub, err := os.ReadFile(pk)
+	if err != nil {
+		return CacheKey{}, err
+	}
+	return CacheKey{SecretFile: sk, Public: strings.TrimSpace(string(pub))}, nil
+}
+
+// CopyToCache copies a store path and its closure into the file binary
+// cache at dir, signing it with key.
+func (r Runner) CopyToCache(ctx context.Context, dir string, key CacheKey, storePath string) error {
+	_, err := run(ctx, "nix", "--extra-experimental-features", "nix-command",
+		"copy", "--to", "file://"+dir+"?compression=none&secret-key="+key.SecretFile, "--", storePath)
 	return err
 }

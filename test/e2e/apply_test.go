@@ -113,6 +113,9 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	if read(t, filepath.Join(dir, "a.active")) != "a1" || read(t, filepath.Join(dir, "b.active")) != "b1" {
 		t.Fatal("the closures were not activated")
 	}
+	// The agents pulled from the server's signed cache.
+	srv.await(t, 0, `stage: service=a generation=1 stage=STAGE_PULLED`)
+	srv.await(t, 0, `stage: service=b generation=1 stage=STAGE_PULLED`)
 	// a's deploy must be verified before b's starts.
 	if strings.Index(out, "verify:a                         succeeded") > strings.Index(out, "nix:service-config:b             running") {
 		t.Errorf("b started before a was verified:\n%s", out)
