@@ -83,6 +83,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringVar(&cfg.AgentListen, "listen", DefaultListen, "address agents connect to")
 	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
 	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
+	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
 	serve.Flags().StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 
 	var socket, out string

@@ -47,6 +47,8 @@ type Controller struct {
 	// hands agents store paths they must already have.
 	CacheDir string
 	CacheKey nix.CacheKey
+	// CacheURL is where agents pull the cache from; "" means file://CacheDir.
+	CacheURL string
 
 	mu      sync.Mutex
 	pending map[string]*pendingGen // service -> generation handed to its agent
@@ -404,6 +406,9 @@ func (c *Controller) desired(svc *manifest.Service, gen int64, path string) *nix
 	cacheURL, key := "", ""
 	if c.CacheDir != "" {
 		cacheURL, key = "file://"+c.CacheDir, c.CacheKey.Public
+		if c.CacheURL != "" {
+			cacheURL = c.CacheURL
+		}
 	}
 	h := svc.Interface.Health
 	if h == nil {

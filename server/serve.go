@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -30,7 +32,11 @@ type Config struct {
 	AgentHosts []string
 	// ControlSocket is the unix socket the CLI talks to; 0600.
 	ControlSocket string
-	Log           hclog.Logger
+	// CacheListen, if set, serves the signed binary cache over HTTP there
+	// (for agents on other hosts); its URL uses the first AgentHosts entry.
+	// Otherwise agents pull from file:// (the same host).
+	CacheListen string
+	Log         hclog.Logger
 	// Ready, if set, is called with the agent listener's address once both
 	// listeners accept connections.
 	Ready func(agentAddr string)
@@ -91,7 +97,27 @@ func Serve(ctx context.Context, cfg Config) error {
 		agentLis.Close()
 		return err
 	}
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	if cfg.CacheListen != "" {
+		cacheLis, err := net.Listen("tcp", cfg.CacheListen)
+		if err != nil {
+			agentLis.Close()
+			controlLis.Close()
+			return err
+		}
+		host := "127.0.0.1"
+		if len(cfg.AgentHosts) > 0 {
+			host = cfg.AgentHosts[0]
+		}
+		_, port, _ := net.SplitHostPort(cacheLis.Addr().String())
+		controller.CacheURL = "http://" + net.JoinHostPort(host, port)
+		// Read-only, and everything in it is signed: agents trust only the
+		// server's key, so the transport needs no more.
+		cacheSrv := &http.Server{Handler: http.FileServer(http.Dir(controller.CacheDir)), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errs <- cacheSrv.Serve(cacheLis) }()
+		defer cacheSrv.Close()
+		log.Info("binary cache", "url", controller.CacheURL)
+	}
 	go func() { errs <- agentSrv.Serve(agentLis) }()
 	go func() { errs <- controlSrv.Serve(controlLis) }()
 	log.Info("serving", "agents", agentLis.Addr().String(), "control", cfg.ControlSocket)

@@ -68,9 +68,13 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	}
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
-	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket)
+	// The cache over HTTP on loopback, as agents on other hosts would use it.
+	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket,
+		"--cache-listen", "127.0.0.1:0")
 	line, _ := srv.await(t, 0, `serving: agents=127\.0\.0\.1:\d+`)
 	addr := regexp.MustCompile(`agents=(127\.0\.0\.1:\d+)`).FindStringSubmatch(line)[1]
+	cacheLine, _ := srv.await(t, 0, `binary cache: url=http://127\.0\.0\.1:\d+`)
+	cacheURL := regexp.MustCompile(`url=(\S+)`).FindStringSubmatch(cacheLine)[1]
 	next := 0
 	for _, svc := range []string{"a", "b"} {
 		enroll := filepath.Join(dir, "enroll-"+svc+".json")
@@ -113,9 +117,20 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	if read(t, filepath.Join(dir, "a.active")) != "a1" || read(t, filepath.Join(dir, "b.active")) != "b1" {
 		t.Fatal("the closures were not activated")
 	}
-	// The agents pulled from the server's signed cache.
+	// The agents pulled from the server's signed cache; it serves a's
+	// closure over HTTP, signed with the server's key, into any store.
 	srv.await(t, 0, `stage: service=a generation=1 stage=STAGE_PULLED`)
 	srv.await(t, 0, `stage: service=b generation=1 stage=STAGE_PULLED`)
+	aPath, err := exec.Command("nix-build", filepath.Join(dir, "a.nix"), "--no-out-link", "--option", "substituters", "").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := read(t, filepath.Join(dir, "server", "cache-key", "public-key"))
+	if out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "copy", "--from", cacheURL,
+		"--to", filepath.Join(dir, "other-store"), "--option", "require-sigs", "true", "--option", "trusted-public-keys", pub,
+		strings.TrimSpace(string(aPath))).CombinedOutput(); err != nil {
+		t.Fatalf("pulling from the HTTP cache: %v\n%s", err, out)
+	}
 	// a's deploy must be verified before b's starts.
 	if strings.Index(out, "verify:a                         succeeded") > strings.Index(out, "nix:service-config:b             running") {
 		t.Errorf("b started before a was verified:\n%s", out)
