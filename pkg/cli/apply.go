@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +19,7 @@ import (
 // ApplyOptions are apply's options.
 type ApplyOptions struct {
 	Factory  *Factory
+	Output   string
 	Services []string
 	On       []string
 	Parallel int
@@ -41,6 +44,9 @@ One rollout runs at a time: while one runs, apply is refused (naming it) unless
 --service S and --on name,@tag (both repeatable) keep the selected services and
 everything they need; @tag selects every service with that tag.
 
+With --output json only the final summary is printed: {"rollout", "ok",
+"summary", "steps": [{"id", "state", "cause"}]}.
+
 The exit code is 0 only if every selected step succeeded or was unchanged; a
 service its agent rolled back is a failed deploy (1).`,
 		Example: `  $ nixmox-cli apply -f homelab.nix
@@ -48,6 +54,9 @@ service its agent rolled back is a failed deploy (1).`,
   $ nixmox-cli apply --on @app,caddy --wait`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Output != "text" && opts.Output != "json" {
+				return usageErrorf("invalid --output %q: use text or json", opts.Output)
+			}
 			if opts.Parallel < 0 {
 				return usageErrorf("--parallel must be 0 (the server's default) or more")
 			}
@@ -59,6 +68,7 @@ service its agent rolled back is a failed deploy (1).`,
 	cmd.Flags().BoolVar(&opts.FailFast, "fail-fast", false, "stop starting steps at the first failure")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "run every selected step, even unchanged ones")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "queue behind a running rollout instead of failing")
+	cmd.Flags().StringVar(&opts.Output, "output", "text", "text (a line per step, then a summary table) or json (the summary only)")
 	cmd.Flags().StringSliceVar(&opts.On, "on", nil, "services by name or @tag, comma-separated (repeatable)")
 	return cmd
 }
@@ -92,6 +102,13 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
+	out := opts.Factory.IO.Out
+	lines := out
+	if opts.Output == "json" {
+		lines = io.Discard // only the summary, as JSON
+	}
+	final := map[string]*stepSummary{}
+	var order []string
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
@@ -100,13 +117,68 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		if err != nil {
 			return err
 		}
-		if done, ok := printEvent(opts.Factory.IO.Out, resp.GetEvent()); done {
-			if !ok {
-				return silentError{errRolloutFailed}
+		e := resp.GetEvent()
+		if id := e.GetStep(); id != "" {
+			if final[id] == nil {
+				final[id] = &stepSummary{ID: id}
+				order = append(order, id)
 			}
-			return nil
+			final[id].State = stateWord(e.GetState())
+			final[id].Cause = strings.TrimPrefix(e.GetMessage(), id+" failed: ")
 		}
+		done, ok := printEvent(lines, e)
+		if !done {
+			continue
+		}
+		sum := rolloutSummary{Rollout: e.GetRolloutId(), OK: ok, Summary: e.GetMessage(), Steps: []stepSummary{}}
+		for _, id := range order {
+			sum.Steps = append(sum.Steps, *final[id])
+		}
+		if err := writeSummary(out, opts.Output, sum); err != nil {
+			return err
+		}
+		if !ok {
+			return silentError{errRolloutFailed}
+		}
+		return nil
 	}
+}
+
+// rolloutSummary is apply's final report; with --output json it is the
+// whole output: {"rollout", "ok", "summary", "steps": [{"id", "state",
+// "cause"}]}.
+type rolloutSummary struct {
+	Rollout string        `json:"rollout"`
+	OK      bool          `json:"ok"`
+	Summary string        `json:"summary"`
+	Steps   []stepSummary `json:"steps"`
+}
+
+type stepSummary struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Cause string `json:"cause,omitempty"`
+}
+
+func writeSummary(out io.Writer, format string, sum rolloutSummary) error {
+	if format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSTEP\tRESULT\tCAUSE")
+	for _, s := range sum.Steps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.State, strings.ReplaceAll(s.Cause, "\n", " "))
+	}
+	return tw.Flush()
+}
+
+func stateWord(s nixmoxv1.StepState) string {
+	if s == nixmoxv1.StepState_STEP_STATE_SKIPPED {
+		return "unchanged"
+	}
+	return enumWord(s.String(), "STEP_STATE_")
 }
 
 // printEvent writes one rollout event as a line and reports whether it
@@ -121,11 +193,7 @@ func printEvent(out io.Writer, e *nixmoxv1.RolloutEvent) (done, ok bool) {
 		fmt.Fprintf(out, "%s %s\n", ts, e.GetMessage())
 		return false, false
 	}
-	state := enumWord(e.GetState().String(), "STEP_STATE_")
-	if e.GetState() == nixmoxv1.StepState_STEP_STATE_SKIPPED {
-		state = "unchanged"
-	}
-	line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), state)
+	line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), stateWord(e.GetState()))
 	if msg := strings.TrimPrefix(e.GetMessage(), e.GetStep()+" failed: "); msg != "" {
 		line += ": " + strings.ReplaceAll(msg, "\n", " ")
 	}

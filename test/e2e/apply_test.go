@@ -140,6 +140,18 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	if code != 0 || !strings.Contains(out, ": 5 unchanged") {
 		t.Fatalf("unchanged apply (exit %d):\n%s", code, out)
 	}
+	// The same, as JSON.
+	js, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "apply", "-f", m, "--socket", socket, "--output", "json").Output()
+	var sum struct {
+		OK    bool `json:"ok"`
+		Steps []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"steps"`
+	}
+	if err != nil || json.Unmarshal(js, &sum) != nil || !sum.OK || len(sum.Steps) != 5 || sum.Steps[4].ID != "verify:b" || sum.Steps[4].State != "unchanged" {
+		t.Fatalf("apply --output json: %v\n%s", err, js)
+	}
 
 	manifestJSON(t, m, "b2.nix", "false", dir)
 	out, code = apply()
@@ -165,7 +177,7 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		t.Fatalf("after rollback b is on %q:\n%s", got, rb)
 	}
 
-	// The history has the four rollouts, newest first.
+	// The history has the five rollouts, newest first.
 	hist, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "history", "--output", "json", "--socket", socket).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +189,7 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 			Finished string `json:"finished"`
 		} `json:"rollouts"`
 	}
-	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 4 || !h.Rollouts[0].OK || h.Rollouts[1].OK || !h.Rollouts[2].OK ||
+	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 5 || !h.Rollouts[0].OK || h.Rollouts[1].OK || !h.Rollouts[2].OK ||
 		h.Rollouts[0].Manifest != m || h.Rollouts[0].Finished == "" {
 		t.Fatalf("history: %s (%v)", hist, err)
 	}
