@@ -208,7 +208,6 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 	if err != nil {
 		return false, err
 	}
-	req := &nixmoxv1.ApplyRequest{ManifestFile: file, Parallel: int32(r.Parallel), FailFast: r.FailFast, Force: r.Force}
 	log := c.Log.With("rollout", id)
 	log.Info("rollout started", "manifest", file, "steps", len(p.Steps))
 
@@ -220,18 +219,12 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 			(s.Phase == plan.Verify && m.Service(s.Service).Core)
 		steps = append(steps, rollout.Step{ID: s.ID, Needs: s.Needs, Halt: halt})
 	}
-	dir := filepath.Dir(req.GetManifestFile())
-	fingerprints := map[string]string{}
-	var fpMu sync.Mutex
+	dir := filepath.Dir(file)
 	opts := rollout.Options{
-		RolloutID: id, Store: c.Store, Parallel: int(req.GetParallel()), FailFast: req.GetFailFast(),
-		Retries: m.RetryAttempts, RetryDelay: time.Duration(m.RetryDelay) * time.Second, Force: req.GetForce(),
+		RolloutID: id, Store: c.Store, Parallel: r.Parallel, FailFast: r.FailFast, Force: r.Force,
+		Retries: m.RetryAttempts, RetryDelay: time.Duration(m.RetryDelay) * time.Second,
 		Fingerprint: func(st rollout.Step) (string, error) {
-			fp, err := c.fingerprint(ctx, m, dir, phase[st.ID])
-			fpMu.Lock()
-			fingerprints[st.ID] = fp
-			fpMu.Unlock()
-			return fp, err
+			return c.fingerprint(ctx, m, dir, phase[st.ID])
 		},
 		OnEvent: func(e rollout.Event) {
 			log.Info("step", "step", e.Step, "state", e.State, "cause", e.Cause)

@@ -68,7 +68,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 					names = append(names, c.Name())
 				}
 				hint := ""
-				if s := closest(args[0], names); s != "" {
+				if s := manifest.Closest(args[0], names); s != "" {
 					hint = fmt.Sprintf("; did you mean %q?", s)
 				}
 				return usageErrorf("unknown command %q%s", args[0], hint)
@@ -126,9 +126,4 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageErrorf("%s takes no arguments, got %q", cmd.CommandPath(), strings.Join(args, " "))
 	}
 	return nil
-}
-
-// closest is the manifest package's typo suggestion, for command names.
-func closest(s string, candidates []string) string {
-	return manifest.Closest(s, candidates)
 }

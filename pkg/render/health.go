@@ -11,7 +11,8 @@ import (
 // POSIX sh script that runs the startup, liveness and readiness commands
 // with the manifest's interval, timeout and retries. The commands are shell
 // by design; every value is single-quoted into a variable and run with
-// sh -c, never spliced into the script's own code.
+// sh -c, never spliced into the script's own code. Each script carries the
+// whole runner so that it is one self-contained file to copy and run.
 func (r *renderer) health() error {
 	return r.each(func(s *manifest.Service) error {
 		h := s.Interface.Health

@@ -59,6 +59,8 @@ func Render(g *graph.Graph, opts Options) (Tree, error) {
 		}
 		r.services = g.Closure(opts.Services...)
 	}
+	r.byName = append([]string(nil), r.services...)
+	sort.Strings(r.byName)
 	for _, step := range []func() error{r.containers, r.hosts, r.health, r.caddy, r.dns, r.postgres, r.terraform} {
 		if err := step(); err != nil {
 			return nil, err
@@ -72,14 +74,13 @@ type renderer struct {
 	m        *manifest.Manifest
 	opts     Options
 	services []string // selected, in dependency order
+	byName   []string // the same, sorted by name
 	tree     Tree
 }
 
 // each calls fn for every selected service, in name order.
 func (r *renderer) each(fn func(*manifest.Service) error) error {
-	names := append([]string(nil), r.services...)
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range r.byName {
 		if err := fn(r.m.Service(n)); err != nil {
 			return err
 		}
