@@ -252,3 +252,66 @@ func moduleVariables(t *testing.T, src []byte) (declared, required map[string]bo
 	}
 	return declared, required
 }
+
+// TestModuleOutputsReexported: a service root re-exports every output of
+// its modules, sensitive ones as sensitive; two modules with an output of
+// the same name are refused, naming both.
+func TestModuleOutputsReexported(t *testing.T) {
+	dir := t.TempDir()
+	write := func(mod, src string) {
+		if err := os.MkdirAll(filepath.Join(dir, mod), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, mod, "main.tf"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("site", `variable "nixmox" {}
+output "title" { value = "x" }
+output "token" {
+  value     = "y"
+  sensitive = true
+}`)
+	write("other", `variable "nixmox" {}
+output "title" { value = "z" }`)
+	doc := func(mods string) (map[string]any, error) {
+		g, err := manifestFromJSON(`{"network": {"dns_server": "10.1.0.2", "gateway": "10.1.0.1", "network_cidr": "10.1.0.0/24"},
+  "services": {"app": {"ip": "10.1.0.5", "hostname": "app.lan", "interface": {"terraform": {"modules": ` + mods + `}}}}}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree, err := render.Render(g, render.Options{ManifestDir: dir})
+		if err != nil {
+			return nil, err
+		}
+		var out map[string]any
+		if err := json.Unmarshal(tree["terraform/services/app/main.tf.json"], &out); err != nil {
+			t.Fatal(err)
+		}
+		return out, nil
+	}
+	got, err := doc(`["./site"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"title": map[string]any{"value": "${module.m0_site.title}"},
+		"token": map[string]any{"value": "${module.m0_site.token}", "sensitive": true},
+	}
+	if g, _ := json.Marshal(got["output"]); string(g) != mustJSON(t, want) {
+		t.Errorf("outputs = %s, want %s", g, mustJSON(t, want))
+	}
+	_, err = doc(`["./site", "./other"]`)
+	if err == nil || !strings.Contains(err.Error(), `services.app.interface.terraform: modules ./site and ./other both have an output "title"`) {
+		t.Errorf("error = %v, want the duplicate output named", err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

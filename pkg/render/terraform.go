@@ -6,7 +6,10 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
+
+	tfconfig "github.com/hashicorp/terraform-config-inspect/tfconfig"
 
 	"github.com/nixmox/nixmox/pkg/manifest"
 	tfmodules "github.com/nixmox/nixmox/terraform"
@@ -116,17 +119,9 @@ func (r *renderer) facts(s *manifest.Service) map[string]any {
 // the nixmox facts.
 func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []string, ordered []string) map[string]any {
 	tf := s.Interface.Terraform
-	var order []string
-	seen := map[string]bool{}
-	for _, m := range append(append([]string(nil), ordered...), mods...) {
-		if slices.Contains(mods, m) && !seen[m] {
-			order = append(order, m)
-			seen[m] = true
-		}
-	}
 	blocks := map[string]any{}
 	prev := ""
-	for i, mod := range order {
+	for i, mod := range moduleOrder(mods, ordered) {
 		b := map[string]any{}
 		for k, v := range tf.Variables {
 			b[tfString(k)] = tfValue(v)
@@ -141,6 +136,81 @@ func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []strin
 		prev = name
 	}
 	return blocks
+}
+
+// moduleOrder is the order modules are called in: apply_order first, then
+// the rest as listed.
+func moduleOrder(mods, ordered []string) []string {
+	var order []string
+	seen := map[string]bool{}
+	for _, m := range append(append([]string(nil), ordered...), mods...) {
+		if slices.Contains(mods, m) && !seen[m] {
+			order = append(order, m)
+			seen[m] = true
+		}
+	}
+	return order
+}
+
+// serviceRoot writes a service's root module: its modules' calls and, as
+// the root's outputs, every output those modules declare (sensitive ones
+// stay sensitive), which nixmox reads after apply and hands to the service.
+func (r *renderer) serviceRoot(root string, s *manifest.Service, mods, ordered []string) error {
+	blocks := r.userModules(root, s, mods, ordered)
+	doc := map[string]any{"module": blocks}
+	outputs, err := r.moduleOutputs(s, mods, ordered)
+	if err != nil {
+		return err
+	}
+	if len(outputs) > 0 {
+		doc["output"] = outputs
+	}
+	return r.putJSON(root+"/main.tf.json", doc)
+}
+
+// moduleOutputs re-exports the outputs of the modules called by blocks, read
+// from the modules' sources with terraform-config-inspect. A module that is
+// not on disk (the manifest may be rendered away from its modules)
+// contributes none; two modules with an output of the same name are an
+// error, since the service would see only one.
+func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string) (map[string]any, error) {
+	if r.opts.ManifestDir == "" {
+		return nil, nil
+	}
+	outputs := map[string]any{}
+	from := map[string]string{}
+	for i, mod := range moduleOrder(mods, ordered) {
+		dir := mod
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(r.opts.ManifestDir, mod)
+		}
+		if !tfconfig.IsModuleDir(dir) {
+			continue
+		}
+		parsed, diags := tfconfig.LoadModule(dir)
+		if diags.HasErrors() {
+			return nil, fmt.Errorf("%s.interface.terraform: module %s: %w", s.Path(), mod, diags.Err())
+		}
+		block := tfModuleName(i, mod)
+		outNames := make([]string, 0, len(parsed.Outputs))
+		for name := range parsed.Outputs {
+			outNames = append(outNames, name)
+		}
+		sort.Strings(outNames)
+		for _, name := range outNames {
+			out := parsed.Outputs[name]
+			if other, dup := from[out.Name]; dup {
+				return nil, fmt.Errorf("%s.interface.terraform: modules %s and %s both have an output %q; the service would see only one", s.Path(), other, mod, out.Name)
+			}
+			from[out.Name] = mod
+			o := map[string]any{"value": "${module." + block + "." + out.Name + "}"}
+			if out.Sensitive {
+				o["sensitive"] = true
+			}
+			outputs[out.Name] = o
+		}
+	}
+	return outputs, nil
 }
 
 func (r *renderer) terraform() error {
@@ -163,17 +233,12 @@ func (r *renderer) terraform() error {
 		}
 		root := "terraform/services/" + s.Name
 		if len(tf.Modules) > 0 {
-			if err := r.putJSON(root+"/main.tf.json", map[string]any{
-				"module": r.userModules(root, s, tf.Modules, tf.ApplyOrder),
-			}); err != nil {
+			if err := r.serviceRoot(root, s, tf.Modules, tf.ApplyOrder); err != nil {
 				return err
 			}
 		}
 		if len(tf.ConfigModules) > 0 {
-			croot := root + "/config"
-			if err := r.putJSON(croot+"/main.tf.json", map[string]any{
-				"module": r.userModules(croot, s, tf.ConfigModules, tf.ApplyOrder),
-			}); err != nil {
+			if err := r.serviceRoot(root+"/config", s, tf.ConfigModules, tf.ApplyOrder); err != nil {
 				return err
 			}
 		}
