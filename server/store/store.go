@@ -23,7 +23,7 @@ import (
 )
 
 // SchemaVersion is the schema this package reads and writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Bucket names.
 var (
@@ -37,6 +37,7 @@ var (
 	bucketHealth       = []byte("health")      // service -> sequence -> HealthRecord
 	bucketGenerations  = []byte("generations") // service -> generation -> Generation
 	bucketTokens       = []byte("tokens")      // sha256(token) -> Token
+	bucketOutputs      = []byte("outputs")     // Terraform root -> Outputs
 	keySchema          = []byte("schema_version")
 	keyLock            = []byte("rollout_lock")
 )
@@ -56,6 +57,11 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 1 -> 2: one-time enrollment tokens.
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketTokens)
+		return err
+	},
+	// 2 -> 3: Terraform outputs.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketOutputs)
 		return err
 	},
 }
@@ -570,4 +576,40 @@ func (s *Store) UseToken(token string, now time.Time) (service string, err error
 		return nil
 	})
 	return service, err
+}
+
+// Output is one Terraform output as stored: a plain value as JSON, or a
+// sensitive one only sealed (encrypted by the server's secrets key).
+type Output struct {
+	Name      string          `json:"name"`
+	Sensitive bool            `json:"sensitive,omitempty"`
+	Value     json.RawMessage `json:"value,omitempty"`
+	Sealed    []byte          `json:"sealed,omitempty"`
+}
+
+// Outputs is what a Terraform root output at its last apply.
+type Outputs struct {
+	Root    string    `json:"root"`
+	Applied time.Time `json:"applied"`
+	Outputs []Output  `json:"outputs"`
+}
+
+// PutOutputs records a root's outputs, replacing the previous ones. A
+// sensitive output with a plain value is refused: it must be sealed first.
+func (s *Store) PutOutputs(o Outputs) error {
+	for _, out := range o.Outputs {
+		if out.Sensitive && len(out.Value) > 0 {
+			return fmt.Errorf("output %s of %s is sensitive and must be sealed before it is stored", out.Name, o.Root)
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return put(tx.Bucket(bucketOutputs), []byte(o.Root), o) })
+}
+
+// RootOutputs returns a root's outputs (none if it never applied).
+func (s *Store) RootOutputs(root string) (o Outputs, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error { return get(tx.Bucket(bucketOutputs), []byte(root), &o) })
+	if errors.Is(err, ErrNotFound) {
+		return Outputs{Root: root}, nil
+	}
+	return o, err
 }

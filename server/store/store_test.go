@@ -289,7 +289,8 @@ func TestTokensWorkOnce(t *testing.T) {
 	}
 }
 
-// TestMigratesVersion1: a file of schema 1 gains the tokens bucket.
+// TestMigratesVersion1: a file of schema 1 gains the tokens and outputs
+// buckets.
 func TestMigratesVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v1.db")
 	db, err := bolt.Open(path, 0o600, nil)
@@ -310,10 +311,34 @@ func TestMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := open(t, path)
-	if v, _ := s.Schema(); v != 2 {
+	if v, _ := s.Schema(); v != 3 {
 		t.Fatalf("schema %d", v)
 	}
 	if err := s.PutToken("t", "dns", t0); err != nil {
 		t.Fatalf("tokens after migration: %v", err)
+	}
+	if err := s.PutOutputs(store.Outputs{Root: "terraform/infra"}); err != nil {
+		t.Fatalf("outputs after migration: %v", err)
+	}
+}
+
+// TestOutputsRefuseUnsealedSecrets: a sensitive output is stored only
+// sealed; plain ones come back as they went in.
+func TestOutputsRefuseUnsealedSecrets(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	err := s.PutOutputs(store.Outputs{Root: "r", Outputs: []store.Output{{Name: "token", Sensitive: true, Value: []byte(`"x"`)}}})
+	if err == nil {
+		t.Fatal("a sensitive output was stored in plaintext")
+	}
+	in := store.Outputs{Root: "r", Outputs: []store.Output{{Name: "title", Value: []byte(`"hi"`)}, {Name: "token", Sensitive: true, Sealed: []byte{1, 2}}}}
+	if err := s.PutOutputs(in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RootOutputs("r")
+	if err != nil || len(got.Outputs) != 2 || string(got.Outputs[0].Value) != `"hi"` || len(got.Outputs[1].Sealed) != 2 {
+		t.Fatalf("RootOutputs = %+v, %v", got, err)
+	}
+	if none, err := s.RootOutputs("never"); err != nil || len(none.Outputs) != 0 {
+		t.Fatalf("RootOutputs(never) = %+v, %v", none, err)
 	}
 }
