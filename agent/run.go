@@ -178,7 +178,11 @@ func newState(cfg Config, log hclog.Logger) *state {
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "generation")); err == nil {
 		st.active, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 	}
-	st.sw = &Switcher{Profile: nix.Profile(cfg.Profile), Report: st.stage}
+	st.sw = &Switcher{Profile: nix.Profile(cfg.Profile), Report: st.stage, Env: []string{
+		"NIXMOX_SERVICE=" + cfg.Service,
+		"NIXMOX_STATE_DIR=" + cfg.StateDir,
+		"NIXMOX_SECRETS_DIR=" + filepath.Join(cfg.StateDir, "secrets"),
+	}}
 	return st
 }
 
@@ -323,7 +327,13 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 		case *nixmoxv1.ConnectResponse_Confirm:
 			st.confirmed(m.Confirm.GetGeneration())
 		case *nixmoxv1.ConnectResponse_Secrets:
-			st.log.Info("secrets received", "count", len(m.Secrets.GetValues())) // values are never logged
+			// Values are never logged. They come before the generation
+			// that needs them, on the same stream.
+			if err := writeSecrets(filepath.Join(cfg.StateDir, "secrets"), m.Secrets.GetValues()); err != nil {
+				st.log.Error("writing secrets", "error", err)
+			} else {
+				st.log.Info("secrets received", "count", len(m.Secrets.GetValues()))
+			}
 		}
 	}
 }

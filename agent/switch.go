@@ -55,6 +55,9 @@ type Switcher struct {
 	Report func(generation int64, stage Stage, log string)
 	// After is the clock for the confirmation timeout; nil means time.After.
 	After func(time.Duration) <-chan time.Time
+	// Env is added to the activation's environment (NIXMOX_STATE_DIR,
+	// NIXMOX_SECRETS_DIR, ...).
+	Env []string
 }
 
 func (s *Switcher) report(gen int64, st Stage, log string) {
@@ -83,7 +86,7 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 		s.report(d.Generation, Failed, err.Error())
 		return fmt.Errorf("switching to generation %d: %w", d.Generation, err)
 	}
-	if log, err := Activate(ctx, d.StorePath); err != nil {
+	if log, err := Activate(ctx, d.StorePath, s.Env); err != nil {
 		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("activating generation %d: %w\n%s", d.Generation, err, log))
 	}
 	s.report(d.Generation, Switched, d.StorePath)
@@ -124,7 +127,7 @@ func (s *Switcher) rollback(ctx context.Context, gen int64, prev int, cause erro
 	path, err := s.Profile.Path()
 	if err == nil {
 		var log string
-		if log, err = Activate(ctx, path); err != nil {
+		if log, err = Activate(ctx, path, s.Env); err != nil {
 			err = fmt.Errorf("%v\n%s", err, log)
 		}
 	}
@@ -137,8 +140,9 @@ func (s *Switcher) rollback(ctx context.Context, gen int64, prev int, cause erro
 
 // Activate runs a generation's activation: NixOS's
 // bin/switch-to-configuration switch, or a generic closure's bin/activate;
-// a closure with neither needs none. It returns the output.
-func Activate(ctx context.Context, storePath string) (string, error) {
+// a closure with neither needs none. env is added to the agent's own
+// environment. It returns the output.
+func Activate(ctx context.Context, storePath string, env []string) (string, error) {
 	var argv []string
 	for _, c := range [][]string{{"bin/switch-to-configuration", "switch"}, {"bin/activate"}} {
 		p := filepath.Join(storePath, c[0])
@@ -151,6 +155,7 @@ func Activate(ctx context.Context, storePath string) (string, error) {
 		return "", nil
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
