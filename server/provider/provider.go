@@ -1,0 +1,28 @@
+// Package provider is the interface between the rollout controller and
+// whatever makes the containers services run in: the embedded local
+// provider (network namespaces on this machine) or Proxmox.
+package provider
+
+import (
+	"context"
+	"io"
+
+	"github.com/nixmox/nixmox/pkg/manifest"
+)
+
+// Enroller gives a new container what its agent enrolls with: the
+// one-time token and the CA, as the JSON of agent.EnrollFile.
+type Enroller func(ctx context.Context, service string) ([]byte, error)
+
+// Provider creates, updates and destroys containers.
+type Provider interface {
+	// Name is how the provider is chosen (--provider).
+	Name() string
+	// Ensure makes the container of every named service of m exist, match
+	// the manifest and run, with its agent started and enrolled; with all
+	// set (the whole manifest was selected) it also removes the containers
+	// of services that are no longer in m. What it does goes to log.
+	Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll Enroller, log io.Writer) error
+	// Destroy removes everything the provider created.
+	Destroy(ctx context.Context, log io.Writer) error
+}
