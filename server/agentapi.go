@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -67,6 +68,7 @@ type agentStream struct {
 	send   chan *nixmoxv1.ConnectResponse
 	hello  *nixmoxv1.Hello
 	closed chan struct{}
+	local  net.Addr // the server's address the agent reached
 }
 
 func (a *AgentAPI) now() time.Time {
@@ -140,6 +142,9 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 	}
 	log := a.Log.With("service", svc)
 	st := &agentStream{send: make(chan *nixmoxv1.ConnectResponse, 16), hello: hello, closed: make(chan struct{})}
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		st.local = p.LocalAddr
+	}
 	a.register(svc, st)
 	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
 
@@ -235,6 +240,17 @@ func (a *AgentAPI) Hello(svc string) (*nixmoxv1.Hello, bool) {
 		return st.hello, true
 	}
 	return nil, false
+}
+
+// ReachedAt is the server address the service's connected agent reached
+// it at, nil if it is not connected.
+func (a *AgentAPI) ReachedAt(svc string) net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.streams[svc]; st != nil {
+		return st.local
+	}
+	return nil
 }
 
 // Connected reports whether the service's agent has a stream open.

@@ -84,6 +84,11 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
 	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
 	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
+	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist) or local (network namespaces on this machine; root)")
+	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
+	serve.Flags().StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
+	serve.Flags().StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")
+	serve.Flags().DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second, "how long an agent waits for the server to confirm a healthy generation before it rolls back")
 	serve.Flags().StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 
 	var socket, out string

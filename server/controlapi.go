@@ -68,15 +68,8 @@ func (c *ControlAPI) IssueToken(ctx context.Context, req *nixmoxv1.IssueTokenReq
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	token := base64.RawURLEncoding.EncodeToString(raw)
-	if err := c.Store.PutToken(token, svc, c.now().Add(ttl)); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	if _, err := c.Store.Audit(store.AuditEntry{Time: c.now(), Who: "control", What: "issue token for " + svc, Result: "ok"}); err != nil {
+	token, err := issueToken(c.Store, svc, ttl, "control")
+	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &nixmoxv1.IssueTokenResponse{Token: token, CaPem: c.Agents.CA.PEM}, nil
@@ -215,4 +208,22 @@ func (c *ControlAPI) Logs(req *nixmoxv1.LogsRequest, stream nixmoxv1.ControlServ
 		}
 	}
 	return nil
+}
+
+// issueToken records a new one-time enrollment token for service, valid
+// for ttl, and audits who asked for it.
+func issueToken(st *store.Store, service string, ttl time.Duration, who string) (string, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw)
+	now := time.Now()
+	if err := st.PutToken(token, service, now.Add(ttl)); err != nil {
+		return "", err
+	}
+	if _, err := st.Audit(store.AuditEntry{Time: now, Who: who, What: "issue token for " + service, Result: "ok"}); err != nil {
+		return "", err
+	}
+	return token, nil
 }

@@ -7,8 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +28,12 @@ import (
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/plan"
+	"github.com/nixmox/nixmox/pkg/render"
+	"github.com/nixmox/nixmox/server/provider"
 	"github.com/nixmox/nixmox/server/rollout"
+	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/store"
+	"github.com/nixmox/nixmox/server/terraform"
 )
 
 // Controller turns an applied manifest into a rollout: it plans it, runs
@@ -31,15 +41,22 @@ import (
 // hands it to the service's agent, and verifies it through the agent's
 // reports.
 //
-// Not yet here (their issues): the container providers (tf:infra does
-// nothing without one: the containers are expected to exist), the
-// Terraform runner (a step with Terraform work fails, saying so), and the
-// binary cache (agents must share the server's Nix store, as with the local
-// provider).
+// Without a Provider, tf:infra makes no containers (they are expected to
+// exist); without a Terraform runner, a step with Terraform work fails,
+// saying so.
 type Controller struct {
 	Store  *store.Store
 	Agents *AgentAPI
 	Log    hclog.Logger
+	// Provider makes the containers in tf:infra; nil means none.
+	Provider provider.Provider
+	// Terraform runs the generated root modules; nil means none.
+	Terraform *terraform.Runner
+	// WorkDir holds what rollouts generate: generated/ (the rendered files
+	// closures read), terraform/ (each root's working directory) and logs/.
+	WorkDir string
+	// Secrets seals sensitive outputs in the store; nil refuses them.
+	Secrets *seal.Key
 	// ConfirmTimeout is sent to agents; 0 means 30 s.
 	ConfirmTimeout time.Duration
 	// CacheDir is the signed file binary cache closures are copied into and
@@ -48,7 +65,11 @@ type Controller struct {
 	CacheDir string
 	CacheKey nix.CacheKey
 	// CacheURL is where agents pull the cache from; "" means file://CacheDir.
-	CacheURL string
+	// With CachePort set instead, it is http:// on that port at whichever
+	// address the agent reached the server by (a server listening on every
+	// address, as for the local provider).
+	CacheURL  string
+	CachePort string
 
 	mu      sync.Mutex
 	pending map[string]*pendingGen // service -> generation handed to its agent
@@ -210,6 +231,11 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 	}
 	log := c.Log.With("rollout", id)
 	log.Info("rollout started", "manifest", file, "steps", len(p.Steps))
+	j, err := c.prepare(m, g, file, id)
+	if err != nil {
+		return false, err
+	}
+	j.services, j.all = p.Services, len(r.Services) == 0
 
 	var steps []rollout.Step
 	phase := map[string]plan.Step{}
@@ -219,12 +245,11 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 			(s.Phase == plan.Verify && m.Service(s.Service).Core)
 		steps = append(steps, rollout.Step{ID: s.ID, Needs: s.Needs, Halt: halt})
 	}
-	dir := filepath.Dir(file)
 	opts := rollout.Options{
 		RolloutID: id, Store: c.Store, Parallel: r.Parallel, FailFast: r.FailFast, Force: r.Force,
 		Retries: m.RetryAttempts, RetryDelay: time.Duration(m.RetryDelay) * time.Second,
 		Fingerprint: func(st rollout.Step) (string, error) {
-			return c.fingerprint(ctx, m, dir, phase[st.ID])
+			return c.fingerprint(ctx, j, phase[st.ID])
 		},
 		OnEvent: func(e rollout.Event) {
 			log.Info("step", "step", e.Step, "state", e.State, "cause", e.Cause)
@@ -232,7 +257,7 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 		},
 	}
 	res, err := rollout.Execute(ctx, steps, func(ctx context.Context, st rollout.Step, attempt int) error {
-		return c.run(ctx, m, dir, phase[st.ID])
+		return c.run(ctx, j, phase[st.ID])
 	}, opts)
 	summary := summarize(res)
 	r.Finished, r.OK, r.Summary = time.Now(), res.OK && err == nil, summary
@@ -282,9 +307,75 @@ func stateOf(s rollout.State) nixmoxv1.StepState {
 	return nixmoxv1.StepState_STEP_STATE_UNSPECIFIED
 }
 
+// job is one rollout's manifest with what was rendered for it.
+type job struct {
+	m        *manifest.Manifest
+	g        *graph.Graph
+	dir      string // the manifest's directory
+	rollout  string
+	tree     render.Tree
+	files    string   // where tree was written
+	services []string // the plan's services
+	all      bool     // the whole manifest was selected
+}
+
+// prepare renders the manifest's files and writes them to
+// WorkDir/generated, where closures read them.
+func (c *Controller) prepare(m *manifest.Manifest, g *graph.Graph, file, rolloutID string) (*job, error) {
+	dir, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return nil, err
+	}
+	j := &job{m: m, g: g, dir: dir, rollout: rolloutID}
+	if c.WorkDir == "" {
+		return j, nil
+	}
+	j.tree, err = render.Render(g, render.Options{ManifestDir: dir, OutDir: c.WorkDir})
+	if err != nil {
+		return nil, err
+	}
+	j.files = filepath.Join(c.WorkDir, "generated")
+	if err := render.Write(j.files, j.tree); err != nil {
+		return nil, fmt.Errorf("writing the generated files: %w", err)
+	}
+	return j, nil
+}
+
+// tfRoot is the generated root module a step applies, "" for none.
+func tfRoot(s plan.Step) string {
+	switch s.Phase {
+	case plan.TFInfra:
+		return "terraform/infra"
+	case plan.TFAuthCore:
+		return "terraform/auth-core"
+	case plan.TFServiceInfra:
+		return "terraform/services/" + s.Service
+	case plan.TFServiceConfig:
+		return "terraform/services/" + s.Service + "/config"
+	}
+	return ""
+}
+
+// rootFiles is a root's files from the rendered tree, by path relative to
+// the root, without those of roots nested in it.
+func (j *job) rootFiles(root string) map[string][]byte {
+	files := map[string][]byte{}
+	for p, data := range j.tree {
+		rel, ok := strings.CutPrefix(p, root+"/")
+		if !ok || (strings.HasPrefix(root, "terraform/services/") && strings.HasPrefix(rel, "config/")) {
+			continue
+		}
+		files[rel] = data
+	}
+	return files
+}
+
 // fingerprint hashes what a step's result depends on: the service's slice
-// of the manifest and, for nix and verify steps, the closure's derivation.
-func (c *Controller) fingerprint(ctx context.Context, m *manifest.Manifest, dir string, s plan.Step) (string, error) {
+// of the manifest; for Terraform steps the root's files and its user
+// modules' sources; for nix and verify steps the closure's derivation
+// (which holds the rendered files and outputs it reads) and its secrets.
+func (c *Controller) fingerprint(ctx context.Context, j *job, s plan.Step) (string, error) {
+	m := j.m
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", s.ID)
 	if s.Service == "" {
@@ -303,55 +394,229 @@ func (c *Controller) fingerprint(ctx context.Context, m *manifest.Manifest, dir 
 		}
 		h.Write(data)
 		if (s.Phase == plan.NixCore || s.Phase == plan.NixServiceConfig || s.Phase == plan.Verify) && svc.Closure != "" {
-			drv, err := nixRun(ctx, "nix-instantiate", filepath.Join(dir, svc.Closure))
+			args, secrets, err := c.closureArgs(j, svc)
+			if err != nil {
+				return "", err
+			}
+			drv, err := nixRun(ctx, "nix-instantiate", append([]string{filepath.Join(j.dir, svc.Closure)}, args...)...)
 			if err != nil {
 				return "", err
 			}
 			h.Write([]byte(drv))
+			for _, k := range slices.Sorted(maps.Keys(secrets)) {
+				fmt.Fprintf(h, "secret %s %x\n", k, sha256.Sum256(secrets[k]))
+			}
+		}
+	}
+	if root := tfRoot(s); root != "" && j.tree != nil {
+		files := j.rootFiles(root)
+		for _, p := range slices.Sorted(maps.Keys(files)) {
+			fmt.Fprintf(h, "file %s %d\n", p, len(files[p]))
+			h.Write(files[p])
+		}
+		if err := hashModules(h, j, s); err != nil {
+			return "", err
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// hashModules adds the sources of the user modules a Terraform step calls.
+func hashModules(h io.Writer, j *job, s plan.Step) error {
+	var mods []string
+	for _, svc := range j.m.Enabled() {
+		tf := svc.Interface.Terraform
+		if tf == nil || (s.Service != "" && svc.Name != s.Service) {
+			continue
+		}
+		switch {
+		case s.Phase == plan.TFInfra && svc.Core:
+			mods = append(mods, tf.Modules...)
+		case s.Phase == plan.TFServiceInfra:
+			mods = append(mods, tf.Modules...)
+		case s.Phase == plan.TFServiceConfig:
+			mods = append(mods, tf.ConfigModules...)
+		}
+	}
+	for _, mod := range mods {
+		dir := mod
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(j.dir, mod)
+		}
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if d.Name() == ".terraform" {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "module %s %d\n", p, len(data))
+			_, err = h.Write(data)
+			return err
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
 // run does one step's work.
-func (c *Controller) run(ctx context.Context, m *manifest.Manifest, dir string, s plan.Step) error {
+func (c *Controller) run(ctx context.Context, j *job, s plan.Step) error {
+	m := j.m
 	switch s.Phase {
 	case plan.TFInfra:
-		for _, svc := range m.Enabled() {
-			if tf := svc.Interface.Terraform; svc.Core && tf != nil && len(tf.Modules) > 0 {
-				return errNoTerraform
+		if c.Provider != nil {
+			if err := c.Provider.Ensure(ctx, m, j.services, j.all, c.enroll, c.stepLog(j, s)); err != nil {
+				return fmt.Errorf("%s provider: %w", c.Provider.Name(), err)
 			}
 		}
-		return nil // no container provider configured: the containers are expected to exist
+		if _, ok := j.tree["terraform/infra/main.tf.json"]; !ok {
+			return nil
+		}
+		return c.applyTerraform(ctx, j, s)
 	case plan.TFAuthCore, plan.TFServiceInfra, plan.TFServiceConfig:
-		return errNoTerraform
+		return c.applyTerraform(ctx, j, s)
 	case plan.NixCore, plan.NixServiceConfig:
-		return c.deploy(ctx, m, dir, m.Service(s.Service))
+		return c.deploy(ctx, j, m.Service(s.Service))
 	case plan.Verify:
 		return c.verify(ctx, m, m.Service(s.Service))
 	}
 	return fmt.Errorf("no runner for phase %s", s.Phase)
 }
 
-var errNoTerraform = errors.New("this step needs Terraform, and this server has no Terraform runner yet")
+var errNoTerraform = errors.New("this step needs Terraform, and this server has no Terraform runner")
+
+// stepLog is the file a step's tool output goes to:
+// WorkDir/logs/ROLLOUT/STEP.log (owner-only).
+func (c *Controller) stepLog(j *job, s plan.Step) io.Writer {
+	if c.WorkDir == "" {
+		return io.Discard
+	}
+	dir := filepath.Join(c.WorkDir, "logs", j.rollout)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return io.Discard
+	}
+	f, err := os.OpenFile(filepath.Join(dir, terraform.Workspace(s.ID)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return io.Discard
+	}
+	// Closed when the server exits; a step's log is written by one step.
+	return f
+}
+
+// applyTerraform applies the step's root and records its outputs,
+// sensitive ones sealed.
+func (c *Controller) applyTerraform(ctx context.Context, j *job, s plan.Step) error {
+	if c.Terraform == nil || j.tree == nil {
+		return errNoTerraform
+	}
+	root := tfRoot(s)
+	work := filepath.Join(c.WorkDir, filepath.FromSlash(root))
+	if err := terraform.Sync(work, j.rootFiles(root)); err != nil {
+		return err
+	}
+	log := c.stepLog(j, s)
+	if f, ok := log.(io.Closer); ok {
+		defer f.Close()
+	}
+	res, err := c.Terraform.Apply(ctx, work, terraform.Workspace(s.ID), log)
+	if err != nil {
+		return fmt.Errorf("terraform (%s): %w", root, err)
+	}
+	outs := store.Outputs{Root: root, Applied: time.Now()}
+	for _, o := range res.Outputs {
+		so := store.Output{Name: o.Name, Sensitive: o.Sensitive}
+		if o.Sensitive {
+			if c.Secrets == nil {
+				return fmt.Errorf("output %s of %s is sensitive and this server has no secrets key", o.Name, root)
+			}
+			if so.Sealed, err = c.Secrets.Seal(root+"/"+o.Name, o.Value); err != nil {
+				return err
+			}
+		} else {
+			so.Value = o.Value
+		}
+		outs.Outputs = append(outs.Outputs, so)
+	}
+	return c.Store.PutOutputs(outs)
+}
+
+// closureArgs are the nix-build arguments a service's closure is built
+// with: `--argstr nixmox JSON` of {service, files, outputs, secrets} —
+// the rendered files' directory, the service's Terraform outputs, and the
+// names of its secrets (whose values reach only its agent, in
+// $NIXMOX_SECRETS_DIR). It also returns the secrets' values.
+func (c *Controller) closureArgs(j *job, svc *manifest.Service) (args []string, secrets map[string][]byte, err error) {
+	outputs := map[string]json.RawMessage{}
+	secrets = map[string][]byte{}
+	if !svc.Core {
+		root := "terraform/services/" + svc.Name
+		stored, err := c.Store.RootOutputs(root)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, o := range stored.Outputs {
+			if !o.Sensitive {
+				outputs[o.Name] = o.Value
+				continue
+			}
+			if c.Secrets == nil {
+				continue
+			}
+			raw, err := c.Secrets.Open(root+"/"+o.Name, o.Sealed)
+			if err != nil {
+				return nil, nil, err
+			}
+			// A string output is delivered as its text, anything else as JSON.
+			var text string
+			if json.Unmarshal(raw, &text) == nil {
+				raw = []byte(text)
+			}
+			secrets[o.Name] = raw
+		}
+	}
+	arg := map[string]any{
+		"service": svc.Name,
+		"files":   j.files,
+		"outputs": outputs,
+		"secrets": slices.Sorted(maps.Keys(secrets)),
+	}
+	data, err := json.Marshal(arg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []string{"--argstr", "nixmox", string(data)}, secrets, nil
+}
 
 // deploy builds the service's closure, records it as a new generation and
 // hands it to the service's agent.
-func (c *Controller) deploy(ctx context.Context, m *manifest.Manifest, dir string, svc *manifest.Service) error {
+func (c *Controller) deploy(ctx context.Context, j *job, svc *manifest.Service) error {
 	if svc.Closure == "" {
 		return fmt.Errorf("%s.closure is not set: there is nothing to deploy", svc.Path())
 	}
-	out, err := nixRun(ctx, "nix-build", filepath.Join(dir, svc.Closure), "--no-out-link")
+	args, secrets, err := c.closureArgs(j, svc)
 	if err != nil {
 		return err
 	}
-	return c.handOver(ctx, m, svc, strings.TrimSpace(out))
+	out, err := nixRun(ctx, "nix-build", append([]string{filepath.Join(j.dir, svc.Closure), "--no-out-link"}, args...)...)
+	if err != nil {
+		return err
+	}
+	return c.handOver(ctx, j.m, svc, strings.TrimSpace(out), secrets)
 }
 
 // handOver records path as the service's next generation and hands it to
 // the service's agent; the service's verify step (or Rollback) waits for
 // the outcome.
-func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *manifest.Service, path string) error {
+func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *manifest.Service, path string, secrets map[string][]byte) error {
 	if c.CacheDir != "" {
 		if err := (nix.Runner{}).CopyToCache(ctx, c.CacheDir, c.CacheKey, path); err != nil {
 			return fmt.Errorf("publishing %s to the binary cache: %w", path, err)
@@ -383,6 +648,10 @@ func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *ma
 	}
 	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel}
 	c.mu.Unlock()
+	// The secrets first: the agent writes them before it activates.
+	if err := c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Secrets{Secrets: &nixmoxv1.Secrets{Values: secrets}}}); err != nil {
+		return err
+	}
 	return c.Agents.Send(ctx, svc.Name, c.desired(svc, gen, path))
 }
 
@@ -401,6 +670,8 @@ func (c *Controller) desired(svc *manifest.Service, gen int64, path string) *nix
 		cacheURL, key = "file://"+c.CacheDir, c.CacheKey.Public
 		if c.CacheURL != "" {
 			cacheURL = c.CacheURL
+		} else if at, ok := c.Agents.ReachedAt(svc.Name).(*net.TCPAddr); ok && c.CachePort != "" {
+			cacheURL = "http://" + net.JoinHostPort(at.IP.String(), c.CachePort)
 		}
 	}
 	h := svc.Interface.Health
@@ -586,7 +857,11 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 		c.broadcast(e)
 	}
 	say(nixmoxv1.StepState_STEP_STATE_RUNNING, fmt.Sprintf("back to the closure of generation %d", target.Number))
-	err = c.handOver(ctx, m, svc, target.StorePath)
+	var secrets map[string][]byte
+	_, secrets, err = c.closureArgs(&job{m: m, files: filepath.Join(c.WorkDir, "generated")}, svc)
+	if err == nil {
+		err = c.handOver(ctx, m, svc, target.StorePath, secrets)
+	}
 	if err == nil {
 		err = c.verify(ctx, m, svc)
 	}
@@ -599,4 +874,14 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 	}
 	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: fmt.Sprintf("rollback %s to generation %d", service, target.Number), Result: result})
 	return err
+}
+
+// enroll issues a one-time token for a new container's agent and returns
+// its enroll file (the token and the CA).
+func (c *Controller) enroll(_ context.Context, service string) ([]byte, error) {
+	token, err := issueToken(c.Store, service, time.Hour, "provider")
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]string{"token": token, "ca_pem": string(c.Agents.CA.PEM)})
 }

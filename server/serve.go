@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,7 +21,10 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
+	"github.com/nixmox/nixmox/server/local"
+	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/store"
+	"github.com/nixmox/nixmox/server/terraform"
 )
 
 // Config is how nixmox-server runs.
@@ -36,7 +42,21 @@ type Config struct {
 	// (for agents on other hosts); its URL uses the first AgentHosts entry.
 	// Otherwise agents pull from file:// (the same host).
 	CacheListen string
-	Log         hclog.Logger
+	// Provider makes containers: "" or "none" (they exist already) or
+	// "local" (network namespaces on this machine; needs root).
+	Provider string
+	// LocalBridge is the local provider's bridge ("" = nixmox0).
+	LocalBridge string
+	// Terraform is the terraform or tofu binary ("" = terraform).
+	Terraform string
+	// TerraformBackend is the state backend of every root ("" = local state
+	// in the server's work directory), configured by its environment
+	// variables (for pg: PG_CONN_STR).
+	TerraformBackend string
+	// ConfirmTimeout is how long an agent waits for confirmation of a
+	// healthy generation (0 = 30 s).
+	ConfirmTimeout time.Duration
+	Log            hclog.Logger
 	// Ready, if set, is called with the agent listener's address once both
 	// listeners accept connections.
 	Ready func(agentAddr string)
@@ -60,16 +80,16 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cert, err := ca.ServerCert(append([]string{"127.0.0.1", "localhost"}, cfg.AgentHosts...))
+	certs, err := newServerCerts(ca, append([]string{"127.0.0.1", "localhost"}, cfg.AgentHosts...))
 	if err != nil {
 		return err
 	}
 	agents := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents")}
 	agentSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven, // Enroll has none yet; Connect requires one
-		ClientCAs:    ca.Pool(),
-		MinVersion:   tls.VersionTLS13,
+		GetCertificate: certs.get,
+		ClientAuth:     tls.VerifyClientCertIfGiven, // Enroll has none yet; Connect requires one
+		ClientCAs:      ca.Pool(),
+		MinVersion:     tls.VersionTLS13,
 	})))
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agents)
 	controlSrv := grpc.NewServer()
@@ -77,13 +97,30 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("the binary cache's signing key: %w", err)
 	}
+	secrets, err := seal.LoadOrCreate(filepath.Join(cfg.StateDir, "secrets.key"))
+	if err != nil {
+		return fmt.Errorf("the secrets key: %w", err)
+	}
 	controller := &Controller{Store: st, Agents: agents, Log: log.Named("rollout"),
-		CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey}
+		CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey,
+		WorkDir: filepath.Join(cfg.StateDir, "work"), Secrets: secrets, ConfirmTimeout: cfg.ConfirmTimeout,
+		Terraform: &terraform.Runner{Binary: cfg.Terraform, Backend: cfg.TerraformBackend,
+			PluginCacheDir: filepath.Join(cfg.StateDir, "work", "plugins")}}
 	nixmoxv1.RegisterControlServiceServer(controlSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
 
 	agentLis, err := net.Listen("tcp", cfg.AgentListen)
 	if err != nil {
 		return err
+	}
+	switch cfg.Provider {
+	case "", "none":
+	case "local":
+		_, port, _ := net.SplitHostPort(agentLis.Addr().String())
+		p, _ := strconv.Atoi(port)
+		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, ServerPort: p}
+	default:
+		agentLis.Close()
+		return fmt.Errorf("unknown provider %q: none or local", cfg.Provider)
 	}
 	if err := os.Remove(cfg.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -105,18 +142,22 @@ func Serve(ctx context.Context, cfg Config) error {
 			controlLis.Close()
 			return err
 		}
-		host := "127.0.0.1"
-		if len(cfg.AgentHosts) > 0 {
-			host = cfg.AgentHosts[0]
-		}
 		_, port, _ := net.SplitHostPort(cacheLis.Addr().String())
-		controller.CacheURL = "http://" + net.JoinHostPort(host, port)
+		switch lhost, _, _ := net.SplitHostPort(cfg.CacheListen); {
+		case len(cfg.AgentHosts) > 0:
+			controller.CacheURL = "http://" + net.JoinHostPort(cfg.AgentHosts[0], port)
+		case lhost == "" || net.ParseIP(lhost).IsUnspecified():
+			// Every address: each agent pulls from the one it reached.
+			controller.CachePort = port
+		default:
+			controller.CacheURL = "http://" + net.JoinHostPort(lhost, port)
+		}
 		// Read-only, and everything in it is signed: agents trust only the
 		// server's key, so the transport needs no more.
 		cacheSrv := &http.Server{Handler: http.FileServer(http.Dir(controller.CacheDir)), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- cacheSrv.Serve(cacheLis) }()
 		defer cacheSrv.Close()
-		log.Info("binary cache", "url", controller.CacheURL)
+		log.Info("binary cache", "url", "http://"+cacheLis.Addr().String())
 	}
 	go func() { errs <- agentSrv.Serve(agentLis) }()
 	go func() { errs <- controlSrv.Serve(controlLis) }()
@@ -139,4 +180,48 @@ func Serve(ctx context.Context, cfg Config) error {
 	controlSrv.GracefulStop()
 	log.Info("stopped")
 	return err
+}
+
+// serverCerts gives each TLS handshake a certificate for the address the
+// agent reached: the configured names, and any address of this machine
+// the connection came in on (a server listening on every address, as the
+// local provider's agents reach it at the bridge's gateway). Certificates
+// are made on first use and kept.
+type serverCerts struct {
+	ca    *pki.CA
+	hosts []string
+	base  tls.Certificate
+
+	mu   sync.Mutex
+	byIP map[string]*tls.Certificate
+}
+
+func newServerCerts(ca *pki.CA, hosts []string) (*serverCerts, error) {
+	base, err := ca.ServerCert(hosts)
+	if err != nil {
+		return nil, err
+	}
+	return &serverCerts{ca: ca, hosts: hosts, base: base, byIP: map[string]*tls.Certificate{}}, nil
+}
+
+func (c *serverCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if hello.ServerName != "" || hello.Conn == nil {
+		return &c.base, nil // a name: the configured ones are in the base certificate
+	}
+	addr, ok := hello.Conn.LocalAddr().(*net.TCPAddr)
+	if !ok || slices.Contains(c.hosts, addr.IP.String()) {
+		return &c.base, nil
+	}
+	ip := addr.IP.String()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cert := c.byIP[ip]; cert != nil {
+		return cert, nil
+	}
+	cert, err := c.ca.ServerCert(append(slices.Clone(c.hosts), ip))
+	if err != nil {
+		return nil, err
+	}
+	c.byIP[ip] = &cert
+	return &cert, nil
 }
