@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/pki"
@@ -198,6 +199,12 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 	case *nixmoxv1.ConnectRequest_Stage:
 		a.Log.Info("stage", "service", svc, "generation", m.Stage.GetGeneration(), "stage", m.Stage.GetStage())
 		a.mu.Lock()
+		if st := a.streams[svc]; st != nil && m.Stage.GetStage() == nixmoxv1.Stage_STAGE_CONFIRMED {
+			// The hello is the agent's state as the server knows it.
+			hello := proto.Clone(st.hello).(*nixmoxv1.Hello)
+			hello.ActiveGeneration, hello.Applying, hello.ApplyingHealthy = m.Stage.GetGeneration(), 0, false
+			st.hello = hello
+		}
 		for _, ch := range a.subs[svc] {
 			select {
 			case ch <- m.Stage:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +87,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
 	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist) or local (network namespaces on this machine; root)")
 	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
+	serve.Flags().StringVar(&cfg.LocalDataDir, "local-data-dir", "/var/lib/nixmox-local", "the local provider's daemon data, one directory per service")
 	serve.Flags().StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
 	serve.Flags().StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")
 	serve.Flags().DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second, "how long an agent waits for the server to confirm a healthy generation before it rolls back")
@@ -107,7 +109,7 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(socketTarget(socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				return err
 			}
@@ -134,4 +136,13 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	root.AddCommand(serve, token)
 	return root
+}
+
+// socketTarget is the gRPC target of a unix socket path, relative or
+// absolute.
+func socketTarget(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return "unix://" + path
 }

@@ -82,22 +82,84 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	resp := &nixmoxv1.StatusResponse{}
+	// Every enabled service of the applied manifest, and every enrolled
+	// agent (one whose service left the manifest shows too).
+	names := map[string]bool{}
 	for _, a := range agents {
-		st := &nixmoxv1.ServiceStatus{Name: a.Service, AgentConnected: c.Agents.Connected(a.Service)}
-		if gen, ok := c.Agents.Hello(a.Service); ok {
-			st.Generation = gen.GetActiveGeneration()
-			st.Health = gen.GetHealth()
+		names[a.Service] = true
+	}
+	if sm, err := c.Store.Manifest(0); err == nil {
+		if m, err := manifest.Parse(sm.JSON, manifest.FormatJSON, sm.File); err == nil {
+			for _, s := range m.Enabled() {
+				names[s.Name] = true
+			}
 		}
-		if hs, err := c.Store.Health(a.Service, 1); err == nil && len(hs) == 1 {
+	}
+	last, err := c.lastResults()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &nixmoxv1.StatusResponse{}
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		st := &nixmoxv1.ServiceStatus{Name: name, AgentConnected: c.Agents.Connected(name), LastResult: last[name]}
+		gens, err := c.Store.Generations(name)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		if n := len(gens); n > 0 {
+			st.DesiredGeneration = gens[n-1].Number
+			for i := n - 1; i >= 0; i-- {
+				if gens[i].Healthy {
+					st.Generation = gens[i].Number
+					break
+				}
+			}
+		}
+		if hello, ok := c.Agents.Hello(name); ok {
+			// What the connected agent says beats what the server inferred.
+			st.Generation = hello.GetActiveGeneration()
+			st.Health = hello.GetHealth()
+		}
+		if hs, err := c.Store.Health(name, 1); err == nil && len(hs) == 1 {
 			st.LastReport = timestamppb.New(hs[0].Time)
 			if v, ok := nixmoxv1.Health_value[hs[0].Health]; ok {
 				st.Health = nixmoxv1.Health(v)
 			}
 		}
+		if !st.AgentConnected {
+			// Its last report is history, not its health now.
+			st.Health = nixmoxv1.Health_HEALTH_UNSPECIFIED
+		}
 		resp.Services = append(resp.Services, st)
 	}
 	return resp, nil
+}
+
+// lastResults is, per service, the state of its verify step in the newest
+// rollout that ran it (not one where it was unchanged).
+func (c *ControlAPI) lastResults() (map[string]nixmoxv1.StepState, error) {
+	rs, err := c.Store.Rollouts(50)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]nixmoxv1.StepState{}
+	for _, r := range rs { // newest first
+		steps, err := c.Store.Steps(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		for id, st := range steps {
+			svc, ok := strings.CutPrefix(id, "verify:")
+			if !ok {
+				continue
+			}
+			// Unchanged is not a result: the one that made it so is.
+			if _, seen := out[svc]; !seen && rollout.State(st.State) != rollout.Skipped {
+				out[svc] = stateOf(rollout.State(st.State))
+			}
+		}
+	}
+	return out, nil
 }
 
 // History lists past rollouts, newest first.

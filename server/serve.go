@@ -47,6 +47,9 @@ type Config struct {
 	Provider string
 	// LocalBridge is the local provider's bridge ("" = nixmox0).
 	LocalBridge string
+	// LocalDataDir holds the local containers' daemon data
+	// ("" = /var/lib/nixmox-local).
+	LocalDataDir string
 	// Terraform is the terraform or tofu binary ("" = terraform).
 	Terraform string
 	// TerraformBackend is the state backend of every root ("" = local state
@@ -117,7 +120,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	case "local":
 		_, port, _ := net.SplitHostPort(agentLis.Addr().String())
 		p, _ := strconv.Atoi(port)
-		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, ServerPort: p}
+		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, DataDir: cfg.LocalDataDir, ServerPort: p}
 	default:
 		agentLis.Close()
 		return fmt.Errorf("unknown provider %q: none or local", cfg.Provider)
@@ -176,8 +179,20 @@ func Serve(ctx context.Context, cfg Config) error {
 	case err = <-errs:
 		err = fmt.Errorf("serving: %w", err)
 	}
-	agentSrv.GracefulStop()
-	controlSrv.GracefulStop()
+	// Agent streams and watches never end on their own: give calls in
+	// flight a moment, then cut what is left.
+	stopped := make(chan struct{})
+	go func() {
+		agentSrv.GracefulStop()
+		controlSrv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		agentSrv.Stop()
+		controlSrv.Stop()
+	}
 	log.Info("stopped")
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -52,7 +53,7 @@ func (f *Factory) Client() (nixmoxv1.ControlServiceClient, error) {
 			f.clientErr = fmt.Errorf("cannot reach nixmox-server at %s: %w (is it running? set --socket or NIXMOX_SOCKET)", f.Socket, err)
 			return
 		}
-		conn, err := grpc.NewClient("unix://"+f.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(socketTarget(f.Socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			f.clientErr = err
 			return
@@ -117,4 +118,13 @@ func nixRunner() nix.Runner {
 		r.EvalTimeout = d
 	}
 	return r
+}
+
+// socketTarget is the gRPC target of a unix socket path, relative or
+// absolute ("unix://control.sock" would read control.sock as a host).
+func socketTarget(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return "unix://" + path
 }

@@ -109,6 +109,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newRollbackCmd(f),
 		newLogsCmd(f),
 		newUnlockCmd(f),
+		newLocalCmd(f),
 	)
 	return root
 }

@@ -50,6 +50,12 @@ type Provider struct {
 	ServerPort int
 	// AgentLogLevel is passed to the agents ("" = info).
 	AgentLogLevel string
+	// DataDir holds each container's daemon data, one world-traversable
+	// directory per service handed to its generations as
+	// $NIXMOX_DATA_DIR (daemons that drop root, like PostgreSQL, cannot
+	// reach into the server's owner-only state directory). "" means
+	// /var/lib/nixmox-local.
+	DataDir string
 	// NetnsPrefix starts every namespace's name ("" = "nixmox-"): the
 	// namespace of dns is nixmox-dns.
 	NetnsPrefix string
@@ -62,6 +68,7 @@ func (p *Provider) Name() string { return "local" }
 
 // inventory is what the provider created.
 type inventory struct {
+	DataDir  string            `json:"data_dir,omitempty"`
 	Bridge   string            `json:"bridge,omitempty"`
 	Gateway  string            `json:"gateway,omitempty"` // prefix on the bridge
 	Services map[string]*entry `json:"services"`
@@ -79,6 +86,13 @@ func (p *Provider) bridge() string {
 		return p.Bridge
 	}
 	return DefaultBridge
+}
+
+func (p *Provider) dataDir() string {
+	if p.DataDir != "" {
+		return p.DataDir
+	}
+	return "/var/lib/nixmox-local"
 }
 
 func (p *Provider) inventoryPath() string { return filepath.Join(p.Dir, "inventory.json") }
@@ -233,7 +247,7 @@ func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []
 	// The bridge, with the gateway address: the namespaces' way to the
 	// server and to each other.
 	br := p.bridge()
-	inv.Bridge, inv.Gateway = br, gwPrefix
+	inv.Bridge, inv.Gateway, inv.DataDir = br, gwPrefix, p.dataDir()
 	if err := p.save(inv); err != nil {
 		return err
 	}
@@ -357,6 +371,13 @@ func (p *Provider) startAgent(ctx context.Context, inv *inventory, e *entry, ser
 		return err
 	}
 	defer logFile.Close()
+	data := filepath.Join(p.dataDir(), service)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(data, 0o755); err != nil {
+		return err
+	}
 	level := p.AgentLogLevel
 	if level == "" {
 		level = "info"
@@ -366,6 +387,7 @@ func (p *Provider) startAgent(ctx context.Context, inv *inventory, e *entry, ser
 		"--service", service, "--enroll-file", enrollFile, "--state-dir", dir,
 		"--profile", filepath.Join(dir, "profile"), "--log-level", level)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "NIXMOX_DATA_DIR="+data)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -478,6 +500,11 @@ func (p *Provider) remove(ctx context.Context, inv *inventory, name string) erro
 	if err := os.RemoveAll(p.agentDir(name)); err != nil {
 		return err
 	}
+	if inv.DataDir != "" {
+		if err := os.RemoveAll(filepath.Join(inv.DataDir, name)); err != nil {
+			return err
+		}
+	}
 	delete(inv.Services, name)
 	return p.save(inv)
 }
@@ -530,6 +557,9 @@ func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
 		if _, err := ip(ctx, "link", "del", inv.Bridge); err != nil {
 			return err
 		}
+	}
+	if inv.DataDir != "" {
+		_ = os.Remove(inv.DataDir) // only if empty: it may hold more than ours
 	}
 	return os.RemoveAll(p.Dir)
 }

@@ -53,7 +53,8 @@ func TestEnsureAndDestroy(t *testing.T) {
 	}
 	prefix := fmt.Sprintf("nxt%d-", os.Getpid()%100000)
 	bridge := fmt.Sprintf("nxtbr%d", os.Getpid()%100000)
-	p := &Provider{Dir: filepath.Join(dir, "local"), Bridge: bridge, AgentBinary: agent, ServerPort: 1, NetnsPrefix: prefix}
+	p := &Provider{Dir: filepath.Join(dir, "local"), Bridge: bridge, AgentBinary: agent, ServerPort: 1, NetnsPrefix: prefix,
+		DataDir: filepath.Join(dir, "data")}
 	ctx := context.Background()
 	t.Cleanup(func() { _ = p.Destroy(ctx, nil) })
 	enrolled := map[string]int{}
@@ -123,8 +124,10 @@ func TestEnsureAndDestroy(t *testing.T) {
 	if agentRunning(pidA, "a") {
 		t.Error("Destroy left the agent running")
 	}
-	if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
-		t.Error("Destroy left the provider's files")
+	for _, d := range []string{p.Dir, p.DataDir} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("Destroy left %s", d)
+		}
 	}
 	out, _ = exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), prefix) {
