@@ -59,6 +59,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	st := newState(cfg, log)
+	// The active generation's checks, as recorded when it was confirmed.
+	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "health.json")); err == nil {
+		var spec health.Spec
+		if err := json.Unmarshal(data, &spec); err == nil && st.active > 0 {
+			st.monitor(ctx, spec)
+		}
+	}
 	defer func() {
 		st.mu.Lock()
 		st.stopMonitor()
@@ -171,6 +178,9 @@ type state struct {
 	applyingHealthy bool
 	confirm         chan struct{} // closed when the server confirms applying
 	stopMonitor     func()
+	health          nixmoxv1.Health // the monitor's last result
+	failedGen       int64           // the last generation that failed
+	failure         string
 }
 
 func newState(cfg Config, log hclog.Logger) *state {
@@ -237,6 +247,8 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		st.applying, st.applyingHealthy = 0, false
 		if err == nil {
 			st.active = d.GetGeneration()
+		} else {
+			st.failedGen, st.failure = d.GetGeneration(), truncate(err.Error(), 4096)
 		}
 		st.mu.Unlock()
 		if err != nil {
@@ -245,6 +257,12 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		}
 		if err := writeFile(filepath.Join(st.cfg.StateDir, "generation"), []byte(strconv.FormatInt(d.GetGeneration(), 10))); err != nil {
 			st.log.Error("recording the generation", "error", err)
+		}
+		// Its checks too, so that a restarted agent monitors it again.
+		if data, err := json.Marshal(spec); err == nil {
+			if err := writeFile(filepath.Join(st.cfg.StateDir, "health.json"), data); err != nil {
+				st.log.Error("recording the health checks", "error", err)
+			}
 		}
 		st.monitor(ctx, spec)
 	}()
@@ -272,6 +290,9 @@ func (st *state) monitor(ctx context.Context, spec health.Spec) {
 		if tr.Healthy {
 			h = nixmoxv1.Health_HEALTH_HEALTHY
 		}
+		st.mu.Lock()
+		st.health = h
+		st.mu.Unlock()
 		st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
 			Check: "liveness", Health: h, Output: truncate(tr.Output, 1024), Latency: durationpb.New(tr.Latency)}}})
 	})
@@ -299,7 +320,8 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 		return stream.Send(m)
 	}
 	st.mu.Lock()
-	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version}
+	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version, Health: st.health,
+		FailedGeneration: st.failedGen, Failure: st.failure}
 	st.mu.Unlock()
 	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err

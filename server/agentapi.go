@@ -148,6 +148,18 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 	}
 	a.register(svc, st)
 	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
+	if fg := hello.GetFailedGeneration(); fg != 0 {
+		// Reports sent while the stream was down are lost: the hello tells
+		// whoever waits for that generation how it ended.
+		a.publish(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure()})
+		a.publish(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect"})
+	}
+	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
+		// What the agent's monitor saw while it was away is its health now.
+		if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: "hello", Health: h.String()}); err != nil {
+			log.Error("recording health", "error", err)
+		}
+	}
 
 	recvErr := make(chan error, 1)
 	go func() {
@@ -193,6 +205,7 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 	switch m := msg.GetMessage().(type) {
 	case *nixmoxv1.ConnectRequest_Health:
 		h := m.Health
+		a.Log.Info("health", "service", svc, "check", h.GetCheck(), "health", h.GetHealth())
 		if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: h.GetCheck(), Health: h.GetHealth().String(), Output: h.GetOutput()}); err != nil {
 			a.Log.Error("recording health", "service", svc, "error", err)
 		}
@@ -205,13 +218,20 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 			hello.ActiveGeneration, hello.Applying, hello.ApplyingHealthy = m.Stage.GetGeneration(), 0, false
 			st.hello = hello
 		}
-		for _, ch := range a.subs[svc] {
-			select {
-			case ch <- m.Stage:
-			default:
-			}
-		}
 		a.mu.Unlock()
+		a.publish(svc, m.Stage)
+	}
+}
+
+// publish hands a stage report to the service's subscribers.
+func (a *AgentAPI) publish(svc string, r *nixmoxv1.StageReport) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ch := range a.subs[svc] {
+		select {
+		case ch <- r:
+		default:
+		}
 	}
 }
 

@@ -243,7 +243,8 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 		phase[s.ID] = s
 		halt := s.Phase == plan.TFInfra || s.Phase == plan.NixCore || s.Phase == plan.TFAuthCore ||
 			(s.Phase == plan.Verify && m.Service(s.Service).Core)
-		steps = append(steps, rollout.Step{ID: s.ID, Needs: s.Needs, Halt: halt})
+		steps = append(steps, rollout.Step{ID: s.ID, Needs: s.Needs, Halt: halt,
+			Refresh: s.Phase == plan.TFInfra && c.Provider != nil})
 	}
 	opts := rollout.Options{
 		RolloutID: id, Store: c.Store, Parallel: r.Parallel, FailFast: r.FailFast, Force: r.Force,
@@ -407,6 +408,13 @@ func (c *Controller) fingerprint(ctx context.Context, j *job, s plan.Step) (stri
 				fmt.Fprintf(h, "secret %s %x\n", k, sha256.Sum256(secrets[k]))
 			}
 		}
+	}
+	if s.Phase == plan.TFInfra && c.Provider != nil {
+		live, err := c.Provider.Observe(ctx, m, j.services)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "containers %s\n%s", c.Provider.Name(), live)
 	}
 	if root := tfRoot(s); root != "" && j.tree != nil {
 		files := j.rootFiles(root)
@@ -763,6 +771,9 @@ func (c *Controller) reattach(ctx context.Context, m *manifest.Manifest, svc *ma
 		return nil, c.markHealthy(svc.Name, last.Number)
 	case hello.GetApplying() == last.Number && hello.GetApplyingHealthy():
 		err = c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Confirm{Confirm: &nixmoxv1.Confirm{Generation: last.Number}}})
+	case hello.GetFailedGeneration() == last.Number && hello.GetApplying() != last.Number:
+		cancel()
+		return nil, fmt.Errorf("the agent rolled %s back: %s", svc.Name, hello.GetFailure())
 	case hello.GetApplying() == last.Number:
 		// Still checking it: its reports will come.
 		c.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)

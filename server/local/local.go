@@ -338,6 +338,28 @@ func (p *Provider) ensure(ctx context.Context, inv *inventory, svc *manifest.Ser
 	return p.startAgent(ctx, inv, e, svc.Name, gw, enroll, log)
 }
 
+// Observe implements provider.Provider: per service, whether its
+// namespace exists, its addresses, and whether its agent runs.
+func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services []string) (string, error) {
+	inv, err := p.load()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	have, _ := addrs(ctx, "", p.bridge())
+	fmt.Fprintf(&b, "bridge %s %v\n", p.bridge(), have)
+	for _, name := range slices.Sorted(slices.Values(services)) {
+		e := inv.Services[name]
+		if e == nil || !netnsExists(e.Netns) {
+			fmt.Fprintf(&b, "%s: none\n", name)
+			continue
+		}
+		a, _ := addrs(ctx, e.Netns, "eth0")
+		fmt.Fprintf(&b, "%s: %s %v agent=%t\n", name, e.Netns, a, agentRunning(e.PID, name))
+	}
+	return b.String(), nil
+}
+
 func (p *Provider) agentDir(service string) string { return filepath.Join(p.Dir, "agents", service) }
 
 // startAgent starts the service's agent in its namespace, detached from

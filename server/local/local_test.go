@@ -48,7 +48,15 @@ func TestEnsureAndDestroy(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "fake-agent")
-	if err := os.WriteFile(agent, []byte("#!/bin/sh\nsleep 1000 &\nwait\n"), 0o755); err != nil {
+	if err := os.WriteFile(agent, []byte(`#!/bin/sh
+# Stands for nixmox-agent: "enrolls" (writes its certificate) and runs.
+while [ $# -gt 0 ]; do
+  case "$1" in --state-dir) : > "$2/agent.pem" ;; esac
+  shift
+done
+sleep 1000 &
+wait
+`), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	prefix := fmt.Sprintf("nxt%d-", os.Getpid()%100000)
@@ -101,6 +109,27 @@ func TestEnsureAndDestroy(t *testing.T) {
 	}
 	if inv, _ := p.load(); inv.Services["a"].PID != pidA {
 		t.Errorf("a running agent was started again")
+	}
+
+	// A dead agent is drift: Observe sees it, Ensure repairs it.
+	before, err := p.Observe(ctx, m, []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StopAgent("a"); err != nil {
+		t.Fatal(err)
+	}
+	if drift, _ := p.Observe(ctx, m, []string{"a", "b"}); drift == before {
+		t.Errorf("Observe did not see the dead agent:\n%s", drift)
+	}
+	if err := p.Ensure(ctx, m, []string{"a", "b"}, true, enroll, &log); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := p.Observe(ctx, m, []string{"a", "b"}); after != before {
+		t.Errorf("after repair:\n%s\nwant\n%s", after, before)
+	}
+	if enrolled["a"] != 1 {
+		t.Errorf("a restarted agent enrolled again: %v", enrolled)
 	}
 
 	// a moves, b leaves the manifest.

@@ -23,6 +23,11 @@ type Provider interface {
 	// set (the whole manifest was selected) it also removes the containers
 	// of services that are no longer in m. What it does goes to log.
 	Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll Enroller, log io.Writer) error
+	// Observe describes the live state of the named services' containers
+	// as far as Ensure manages it; it changes when they drift (an agent
+	// died, a container was removed by hand), so tf:infra runs again and
+	// repairs them.
+	Observe(ctx context.Context, m *manifest.Manifest, services []string) (string, error)
 	// Destroy removes everything the provider created.
 	Destroy(ctx context.Context, log io.Writer) error
 }

@@ -42,6 +42,11 @@ type Step struct {
 	Needs []string
 	// Halt stops the rollout when this step fails (core phases).
 	Halt bool
+	// Refresh computes the step's fingerprint again once it succeeded and
+	// stores that one: for a step whose inputs include live state it
+	// repairs (the containers), so that the repaired state is what the next
+	// rollout compares with.
+	Refresh bool
 }
 
 // RunFunc does a step's work. attempt counts from 1.
@@ -314,6 +319,12 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 				st := Succeeded
 				if err != nil {
 					st = Failed
+				} else if steps[i].Refresh && opts.Fingerprint != nil {
+					if after, ferr := opts.Fingerprint(steps[i]); ferr == nil {
+						fp = after
+					} else {
+						fp = "" // unknown: the next rollout runs it again
+					}
 				}
 				done <- outcome{idx: i, state: st, attempts: attempts, fp: fp, err: err}
 			}(st.i, st.fp)

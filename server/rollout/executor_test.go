@@ -303,3 +303,34 @@ func TestRunningIsRecordedFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefreshStoresTheStateAfterTheStep: a Refresh step whose inputs are
+// live state it repairs stores the fingerprint of the repaired state, so
+// the next rollout skips it; drift afterwards makes it run again.
+func TestRefreshStoresTheStateAfterTheStep(t *testing.T) {
+	s := newStore(t)
+	live := "missing"
+	plan := []rollout.Step{{ID: "infra", Refresh: true}}
+	exec := func() (ran int) {
+		o := opts(s)
+		o.Fingerprint = func(rollout.Step) (string, error) { return live, nil }
+		if _, err := rollout.Execute(context.Background(), plan, func(context.Context, rollout.Step, int) error {
+			ran++
+			live = "ok" // the step repairs the live state
+			return nil
+		}, o); err != nil {
+			t.Fatal(err)
+		}
+		return ran
+	}
+	if exec() != 1 {
+		t.Fatal("first run did not run the step")
+	}
+	if exec() != 0 {
+		t.Fatal("the repaired state made the step run again")
+	}
+	live = "drifted"
+	if exec() != 1 {
+		t.Fatal("drift did not make the step run")
+	}
+}

@@ -330,8 +330,14 @@ type Hello struct {
 	// applying_healthy is set when applying passed its checks and waits only
 	// for confirmation.
 	ApplyingHealthy bool `protobuf:"varint,5,opt,name=applying_healthy,json=applyingHealthy,proto3" json:"applying_healthy,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// failed_generation is the last generation the agent failed and rolled
+	// back (0 for none), so that a server that lost the stream meanwhile
+	// learns of it; failure is why.
+	FailedGeneration int64 `protobuf:"varint,6,opt,name=failed_generation,json=failedGeneration,proto3" json:"failed_generation,omitempty"`
+	// failure is why failed_generation was rolled back.
+	Failure       string `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -397,6 +403,20 @@ func (x *Hello) GetApplyingHealthy() bool {
 		return x.ApplyingHealthy
 	}
 	return false
+}
+
+func (x *Hello) GetFailedGeneration() int64 {
+	if x != nil {
+		return x.FailedGeneration
+	}
+	return 0
+}
+
+func (x *Hello) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
 }
 
 // StageReport reports progress on a generation.
@@ -937,13 +957,15 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x10.nixmox.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\x05stage\x18\x02 \x01(\v2\x16.nixmox.v1.StageReportH\x00R\x05stage\x121\n" +
 	"\x06health\x18\x03 \x01(\v2\x17.nixmox.v1.HealthReportH\x00R\x06healthB\t\n" +
-	"\amessage\"\xcb\x01\n" +
+	"\amessage\"\x92\x02\n" +
 	"\x05Hello\x12+\n" +
 	"\x11active_generation\x18\x01 \x01(\x03R\x10activeGeneration\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12#\n" +
 	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bapplying\x18\x04 \x01(\x03R\bapplying\x12)\n" +
-	"\x10applying_healthy\x18\x05 \x01(\bR\x0fapplyingHealthy\"g\n" +
+	"\x10applying_healthy\x18\x05 \x01(\bR\x0fapplyingHealthy\x12+\n" +
+	"\x11failed_generation\x18\x06 \x01(\x03R\x10failedGeneration\x12\x18\n" +
+	"\afailure\x18\a \x01(\tR\afailure\"g\n" +
 	"\vStageReport\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
