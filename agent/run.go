@@ -63,6 +63,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "health.json")); err == nil {
 		var spec health.Spec
 		if err := json.Unmarshal(data, &spec); err == nil && st.active > 0 {
+			st.activeSpec = &spec
 			st.monitor(ctx, spec)
 		}
 	}
@@ -181,6 +182,7 @@ type state struct {
 	health          nixmoxv1.Health // the monitor's last result
 	failedGen       int64           // the last generation that failed
 	failure         string
+	activeSpec      *health.Spec // the active generation's checks
 }
 
 func newState(cfg Config, log hclog.Logger) *state {
@@ -253,6 +255,14 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		st.mu.Unlock()
 		if err != nil {
 			st.log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
+			st.mu.Lock()
+			spec := st.activeSpec
+			st.mu.Unlock()
+			if spec != nil {
+				// Back on the active generation: check it afresh, so its
+				// health is known now, not after the old monitor notices.
+				st.monitor(ctx, *spec)
+			}
 			return
 		}
 		if err := writeFile(filepath.Join(st.cfg.StateDir, "generation"), []byte(strconv.FormatInt(d.GetGeneration(), 10))); err != nil {
@@ -264,6 +274,9 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 				st.log.Error("recording the health checks", "error", err)
 			}
 		}
+		st.mu.Lock()
+		st.activeSpec = &spec
+		st.mu.Unlock()
 		st.monitor(ctx, spec)
 	}()
 }

@@ -156,6 +156,7 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 	}
 	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
 		// What the agent's monitor saw while it was away is its health now.
+		log.Info("health", "check", "hello", "health", h)
 		if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: "hello", Health: h.String()}); err != nil {
 			log.Error("recording health", "error", err)
 		}

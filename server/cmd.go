@@ -87,6 +87,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
 	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist) or local (network namespaces on this machine; root)")
 	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
+	serve.Flags().StringVar(&cfg.LocalNetnsPrefix, "local-netns-prefix", "nixmox-", "the local provider's namespace names: PREFIX+service")
 	serve.Flags().StringVar(&cfg.LocalDataDir, "local-data-dir", "/var/lib/nixmox-local", "the local provider's daemon data, one directory per service")
 	serve.Flags().StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
 	serve.Flags().StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")

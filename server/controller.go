@@ -379,7 +379,24 @@ func (c *Controller) fingerprint(ctx context.Context, j *job, s plan.Step) (stri
 	m := j.m
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", s.ID)
-	if s.Service == "" {
+	switch {
+	case s.Phase == plan.TFInfra && j.tree != nil:
+		// The network and the containers' specs as rendered, not the whole
+		// manifest: a service's config is not infrastructure.
+		data, err := json.Marshal(m.Network)
+		if err != nil {
+			return "", err
+		}
+		h.Write(data)
+		for _, p := range j.tree.Paths() {
+			if strings.HasPrefix(p, "containers/") {
+				fmt.Fprintf(h, "file %s %d\n", p, len(j.tree[p]))
+				h.Write(j.tree[p])
+			}
+		}
+	case s.Phase == plan.TFAuthCore && j.tree != nil:
+		// Its rendered root (below) holds all it reads of the manifest.
+	case s.Service == "":
 		// The decoded model, not the bytes: a manifest that only changed
 		// layout (or was stored and read back) is the same manifest.
 		data, err := json.Marshal(m)
@@ -387,7 +404,7 @@ func (c *Controller) fingerprint(ctx context.Context, j *job, s plan.Step) (stri
 			return "", err
 		}
 		h.Write(data)
-	} else {
+	default:
 		svc := m.Service(s.Service)
 		data, err := json.Marshal(svc)
 		if err != nil {

@@ -47,6 +47,9 @@ type Config struct {
 	Provider string
 	// LocalBridge is the local provider's bridge ("" = nixmox0).
 	LocalBridge string
+	// LocalNetnsPrefix starts the local containers' namespace names
+	// ("" = "nixmox-").
+	LocalNetnsPrefix string
 	// LocalDataDir holds the local containers' daemon data
 	// ("" = /var/lib/nixmox-local).
 	LocalDataDir string
@@ -120,7 +123,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	case "local":
 		_, port, _ := net.SplitHostPort(agentLis.Addr().String())
 		p, _ := strconv.Atoi(port)
-		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, DataDir: cfg.LocalDataDir, ServerPort: p}
+		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, DataDir: cfg.LocalDataDir, NetnsPrefix: cfg.LocalNetnsPrefix, ServerPort: p}
 	default:
 		agentLis.Close()
 		return fmt.Errorf("unknown provider %q: none or local", cfg.Provider)

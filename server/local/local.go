@@ -332,8 +332,16 @@ func (p *Provider) ensure(ctx context.Context, inv *inventory, svc *manifest.Ser
 			return err
 		}
 	}
-	if agentRunning(e.PID, svc.Name) {
+	if agentRunning(e.PID, svc.Name, p.serverAddr(gw)) {
 		return nil
+	}
+	if agentRunning(e.PID, svc.Name, "") {
+		// Running, but told another server address (the server's port
+		// changed): start it again with this one.
+		fmt.Fprintf(log, "restarting the agent of %s: the server moved\n", svc.Name)
+		if err := killWait(e.PID); err != nil {
+			return err
+		}
 	}
 	return p.startAgent(ctx, inv, e, svc.Name, gw, enroll, log)
 }
@@ -355,7 +363,8 @@ func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services [
 			continue
 		}
 		a, _ := addrs(ctx, e.Netns, "eth0")
-		fmt.Fprintf(&b, "%s: %s %v agent=%t\n", name, e.Netns, a, agentRunning(e.PID, name))
+		gw, _ := netip.ParseAddr(m.Network.Gateway)
+		fmt.Fprintf(&b, "%s: %s %v agent=%t\n", name, e.Netns, a, agentRunning(e.PID, name, p.serverAddr(gw)))
 	}
 	return b.String(), nil
 }
@@ -405,7 +414,7 @@ func (p *Provider) startAgent(ctx context.Context, inv *inventory, e *entry, ser
 		level = "info"
 	}
 	cmd := exec.Command("ip", "netns", "exec", e.Netns, bin,
-		"--server", netip.AddrPortFrom(gw, uint16(p.ServerPort)).String(),
+		"--server", p.serverAddr(gw),
 		"--service", service, "--enroll-file", enrollFile, "--state-dir", dir,
 		"--profile", filepath.Join(dir, "profile"), "--log-level", level)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -437,8 +446,13 @@ func (p *Provider) agentBinary() (string, error) {
 	return path, nil
 }
 
-// agentRunning reports whether pid is a live nixmox-agent of service.
-func agentRunning(pid int, service string) bool {
+func (p *Provider) serverAddr(gw netip.Addr) string {
+	return netip.AddrPortFrom(gw, uint16(p.ServerPort)).String()
+}
+
+// agentRunning reports whether pid is a live nixmox-agent of service, and
+// if server is not "", one told to reach that server address.
+func agentRunning(pid int, service, server string) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -447,12 +461,15 @@ func agentRunning(pid int, service string) bool {
 		return false
 	}
 	args := strings.Split(string(cmdline), "\x00")
-	for i := range args {
-		if args[i] == "--service" && i+1 < len(args) && args[i+1] == service {
-			return true
+	flag := func(name string) string {
+		for i := range args {
+			if args[i] == name && i+1 < len(args) {
+				return args[i+1]
+			}
 		}
+		return ""
 	}
-	return false
+	return flag("--service") == service && (server == "" || flag("--server") == server)
 }
 
 // StopAgent stops a service's agent (not its daemons), for tests and
@@ -463,7 +480,7 @@ func (p *Provider) StopAgent(service string) error {
 		return err
 	}
 	e := inv.Services[service]
-	if e == nil || !agentRunning(e.PID, service) {
+	if e == nil || !agentRunning(e.PID, service, "") {
 		return fmt.Errorf("no agent of %s is running", service)
 	}
 	return killWait(e.PID)
@@ -500,32 +517,37 @@ func processAlive(pid int) bool {
 	return true
 }
 
-// remove stops everything in a service's namespace and deletes it.
+// remove stops everything in a service's namespace and deletes it. It
+// goes on past errors, so that as much as possible is removed, and
+// returns them all.
 func (p *Provider) remove(ctx context.Context, inv *inventory, name string) error {
 	e := inv.Services[name]
 	if e == nil {
 		return nil
 	}
+	var errs []error
 	if netnsExists(e.Netns) {
 		if err := killNetns(ctx, e.Netns); err != nil {
-			return err
-		}
-		if _, err := ip(ctx, "netns", "del", e.Netns); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
+	// The host end first: deleting it deletes its peer in the namespace.
 	if linkExists(ctx, "", e.HostIf) {
-		if _, err := ip(ctx, "link", "del", e.HostIf); err != nil {
-			return err
+		if _, err := ip(ctx, "link", "del", e.HostIf); err != nil && linkExists(ctx, "", e.HostIf) {
+			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(p.agentDir(name)); err != nil {
-		return err
+	if netnsExists(e.Netns) {
+		if _, err := ip(ctx, "netns", "del", e.Netns); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	errs = append(errs, os.RemoveAll(p.agentDir(name)))
 	if inv.DataDir != "" {
-		if err := os.RemoveAll(filepath.Join(inv.DataDir, name)); err != nil {
-			return err
-		}
+		errs = append(errs, os.RemoveAll(filepath.Join(inv.DataDir, name)))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("removing %s: %w", name, err)
 	}
 	delete(inv.Services, name)
 	return p.save(inv)
@@ -568,20 +590,22 @@ func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, name := range slices.Sorted(mapKeys(inv.Services)) {
 		fmt.Fprintf(log, "removing %s\n", inv.Services[name].Netns)
-		if err := p.remove(ctx, inv, name); err != nil {
-			return err
-		}
+		errs = append(errs, p.remove(ctx, inv, name))
 	}
 	if inv.Bridge != "" && linkExists(ctx, "", inv.Bridge) {
 		fmt.Fprintf(log, "removing bridge %s\n", inv.Bridge)
 		if _, err := ip(ctx, "link", "del", inv.Bridge); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 	if inv.DataDir != "" {
 		_ = os.Remove(inv.DataDir) // only if empty: it may hold more than ours
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // the inventory stays, to try again
 	}
 	return os.RemoveAll(p.Dir)
 }

@@ -150,7 +150,7 @@ wait
 	if netnsExists(p.Netns("a")) || linkExists(ctx, "", bridge) {
 		t.Error("Destroy left a namespace or the bridge")
 	}
-	if agentRunning(pidA, "a") {
+	if agentRunning(pidA, "a", "") {
 		t.Error("Destroy left the agent running")
 	}
 	for _, d := range []string{p.Dir, p.DataDir} {

@@ -91,6 +91,14 @@ func (p *proc) log() string {
 	return strings.Join(p.lines, "\n")
 }
 
+// mark is where the log is now: await(t, p.mark(), re) waits for a line
+// logged from here on.
+func (p *proc) mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
 func (p *proc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done

@@ -36,9 +36,10 @@ rec {
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
       export PATH
       data="''${NIXMOX_DATA_DIR:?the local provider sets it}"
-      # A generation owns the namespace's link: bring it up (an earlier one
-      # may have cut it).
+      # A generation owns the namespace's network: undo what an earlier one
+      # may have done to it.
       ip link set dev eth0 up 2>/dev/null || true
+      ip route del blackhole ${self.gateway}/32 2>/dev/null || true
       # Stop the previous generation's daemon.
       if [ -f "$data/pid" ]; then
         old=$(cat "$data/pid")
@@ -61,8 +62,8 @@ rec {
   # nginx { name; root; extra; }: nginx serving the store path root on
   # port 80 of the namespace; extra is shell that prints more of the
   # server block at activation (for what must not be in the store).
-  nginx = { name, root, extra ? "" }: daemon {
-    inherit name;
+  nginx = { name, root, extra ? "", post ? "" }: daemon {
+    inherit name post;
     setup = ''
       mkdir -p "$data/tmp"
       umask 077

@@ -13,7 +13,7 @@ let
       <!doctype html>
       <title>${escape title}</title>
       <h1>${escape title}</h1>
-      <p>Served by nginx in the namespace of ${lib.cfg.service}, deployed by nixmox.</p>
+      <p>Served by nginx in the namespace of ${lib.cfg.service}.</p>
     '';
   };
   site = derivation {
