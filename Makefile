@@ -8,7 +8,9 @@ BENCHTIME ?= 3x
 # project's machines); the tests that need it say so when it is missing.
 TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkconf=unbound \
 	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
-	/usr/lib/postgresql/15/bin/initdb=postgresql-15
+	/usr/lib/postgresql/15/bin/initdb=postgresql-15 psql=postgresql-client-15 \
+	nginx=nginx-light prometheus=prometheus promtool=prometheus \
+	ip=iproute2 curl=curl setpriv=util-linux
 
 # Code generation tools, pinned; installed into $(GOBIN) by `make deps`.
 BUF_VERSION                := v1.50.0
@@ -17,7 +19,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build test deps tools vet unit demo bench fuzz docs proto proto-breaking clean
+.PHONY: all build bin test deps tools vet unit demo demo-down bench fuzz docs proto proto-breaking clean
 
 all: build
 
@@ -43,11 +45,18 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
-## demo: validate, plan and generate the example homelab (into generated/).
-demo: deps
-	$(GO) run ./cmd/nixmox-cli validate -f examples/homelab.nix
-	$(GO) run ./cmd/nixmox-cli plan -f examples/homelab.nix
-	$(GO) run ./cmd/nixmox-cli generate -f examples/homelab.nix -o generated/homelab
+## bin: the three programs, into bin/.
+bin:
+	$(GO) build -o bin/ ./cmd/nixmox-server ./cmd/nixmox-agent ./cmd/nixmox-cli
+
+## demo: run nixmox-server with the local provider and roll out
+## examples/local/homelab.nix on this machine (as root); again to apply changes.
+demo: deps bin
+	@scripts/demo up
+
+## demo-down: stop the demo's server and remove everything it made.
+demo-down: bin
+	@scripts/demo down
 
 ## bench: the benchmarks, with memory figures.
 bench: deps
