@@ -54,7 +54,7 @@ type proc struct {
 	done  chan struct{}
 }
 
-func run(t *testing.T, name string, args ...string) *proc {
+func run(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), more: make(chan struct{}), done: make(chan struct{})}
 	// stdout and stderr both: logs go to stderr, nixmox-cli's lines to stdout.
@@ -107,7 +107,7 @@ func (p *proc) kill() {
 // await returns the first log line from index `from` on that matches re,
 // and the index after it; it fails the test if the program exits or 60 s
 // pass first.
-func (p *proc) await(t *testing.T, from int, re string) (string, int) {
+func (p *proc) await(t testing.TB, from int, re string) (string, int) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.After(60 * time.Second)

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nixmox/nixmox/server/store"
 )
 
 // closure writes a Nix file whose derivation's bin/activate writes label
@@ -337,5 +339,114 @@ func TestServerKilledMidRollout(t *testing.T) {
 	}
 	if err := json.Unmarshal(hist, &h); err != nil || len(h.Rollouts) != 1 || !h.Rollouts[0].OK {
 		t.Fatalf("history: %s", hist)
+	}
+}
+
+// TestServerKilledAtManyPoints kills the server with SIGKILL at every step
+// transition of a rollout of five services (depth 3, two independent
+// branches): after each kill the state file passes bbolt's consistency
+// check, the restarted server resumes the rollout, and in the end it
+// completes with no step run again after it had succeeded.
+func TestServerKilledAtManyPoints(t *testing.T) {
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		t.Skip("needs nix-build (make test installs nix-bin)")
+	}
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "control.sock")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	stateDir := filepath.Join(dir, "server")
+	serve := func() *proc {
+		p := run(t, "nixmox-server", "serve", "--state-dir", stateDir, "--listen", addr, "--socket", socket)
+		p.await(t, 0, `serving: agents=`)
+		return p
+	}
+	srv := serve()
+	services := []string{"a", "b", "c", "d", "e"}
+	needs := map[string]string{"b": `["a"]`, "c": `["b"]`, "d": `["a"]`, "e": `["d"]`}
+	var entries []string
+	for i, svc := range services {
+		enroll := filepath.Join(dir, "enroll-"+svc+".json")
+		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
+			t.Fatalf("token: %v\n%s", err, out)
+		}
+		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
+			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
+		srv.await(t, 0, `agent connected: service=`+svc)
+		closure(t, dir, svc+".nix", svc+"1", filepath.Join(dir, svc+".active"))
+		dep := needs[svc]
+		if dep == "" {
+			dep = "[]"
+		}
+		entries = append(entries, fmt.Sprintf(`%q: {"ip": "10.9.0.%d", "hostname": "%s.lab.test", "closure": "%s.nix", "depends_on": %s,
+      "interface": {"health": {"liveness": "grep -qx %s1 %s", "interval": 1, "timeout": 30}}}`,
+			svc, 10+i, svc, svc, dep, svc, filepath.Join(dir, svc+".active")))
+	}
+	m := filepath.Join(dir, "m.json")
+	manifest := `{"network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
+  "health_check_timeout": 120, "services": {` + strings.Join(entries, ",\n") + `}}`
+	if err := os.WriteFile(m, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply := run(t, "nixmox-cli", "apply", "-f", m, "--socket", socket)
+
+	// Kill each server in turn at its first step start, then at its first
+	// step success (which guarantees progress), and so on, until one
+	// finishes the rollout.
+	var logs []string
+	kills := 0
+	for {
+		at := `state=succeeded|rollout finished`
+		if kills%2 == 0 {
+			at = `state=running|rollout finished`
+		}
+		line, _ := srv.await(t, 0, at)
+		if strings.Contains(line, "rollout finished") {
+			break
+		}
+		srv.kill()
+		apply.kill()
+		kills++
+		logs = append(logs, srv.log())
+		st, err := store.Open(filepath.Join(stateDir, "state.db"))
+		if err != nil {
+			t.Fatalf("after kill %d: %v", kills, err)
+		}
+		if err := st.Check(); err != nil {
+			t.Fatalf("after kill %d the state file is inconsistent: %v", kills, err)
+		}
+		st.Close()
+		srv = serve()
+	}
+	srv.await(t, 0, `rollout finished: .*ok=true`)
+	logs = append(logs, srv.log())
+	if kills < 5 {
+		t.Errorf("only %d kills: the rollout had too few transitions to test", kills)
+	}
+	t.Logf("killed the server %d times", kills)
+	succeeded := map[string]bool{}
+	rx := regexp.MustCompile(`step=(\S+) state=(running|succeeded)`)
+	for _, l := range logs {
+		for _, mm := range rx.FindAllStringSubmatch(l, -1) {
+			step, state := mm[1], mm[2]
+			if state == "running" && succeeded[step] {
+				t.Errorf("%s ran again after it had succeeded", step)
+			}
+			if state == "succeeded" {
+				succeeded[step] = true
+			}
+		}
+	}
+	for _, svc := range services {
+		if got := read(t, filepath.Join(dir, svc+".active")); got != svc+"1" {
+			t.Errorf("%s is on %q", svc, got)
+		}
+		if !succeeded["verify:"+svc] {
+			t.Errorf("verify:%s never succeeded", svc)
+		}
 	}
 }

@@ -55,7 +55,7 @@ type homelab struct {
 	serve    func() *proc
 }
 
-func newHomelab(t *testing.T) *homelab {
+func newHomelab(t testing.TB) *homelab {
 	t.Helper()
 	needLocal(t)
 	h := &homelab{t: t, dir: t.TempDir()}
@@ -490,4 +490,21 @@ func TestLocalHomelab(t *testing.T) {
 			t.Errorf("wiki after its agent returned: %v", s)
 		}
 	})
+}
+
+// BenchmarkLocalHomelab: the first rollout of examples/local (reported as
+// first-rollout-s), then applying it unchanged (ns/op; target under 2 s).
+func BenchmarkLocalHomelab(b *testing.B) {
+	h := newHomelab(b)
+	start := time.Now()
+	if r := h.apply(); r.code != 0 {
+		b.Fatalf("first rollout: exit %d\n%s", r.code, r.out)
+	}
+	first := time.Since(start)
+	for b.Loop() {
+		if r := h.apply(); r.code != 0 || !strings.Contains(r.Summary, "14 unchanged") {
+			b.Fatalf("unchanged apply: exit %d, %s", r.code, r.Summary)
+		}
+	}
+	b.ReportMetric(first.Seconds(), "first-rollout-s")
 }
