@@ -25,6 +25,7 @@ import (
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/graph"
+	"github.com/nixmox/nixmox/pkg/health"
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/plan"
@@ -512,6 +513,10 @@ func (c *Controller) run(ctx context.Context, j *job, s plan.Step) error {
 	case plan.NixCore, plan.NixServiceConfig:
 		return c.deploy(ctx, j, m.Service(s.Service))
 	case plan.Verify:
+		if svc := m.Service(s.Service); len(svc.Exec) > 0 {
+			// No agent: the server checks it.
+			return health.Prober{Dir: j.dir}.Verify(ctx, healthSpec(svc))
+		}
 		return c.verify(ctx, m, m.Service(s.Service))
 	}
 	return fmt.Errorf("no runner for phase %s", s.Phase)
@@ -621,9 +626,63 @@ func (c *Controller) closureArgs(j *job, svc *manifest.Service) (args []string, 
 	return []string{"--argstr", "nixmox", string(data)}, secrets, nil
 }
 
+// runExec runs an exec service's command on the server's host: argv as
+// given (no shell), in the manifest's directory, its output to the step's
+// log, bounded by health_check_timeout.
+func (c *Controller) runExec(ctx context.Context, j *job, svc *manifest.Service) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(j.m.HealthCheckTimeout)*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, svc.Exec[0], svc.Exec[1:]...)
+	cmd.Dir = j.dir
+	cmd.Env = append(os.Environ(), "NIXMOX_SERVICE="+svc.Name, "NIXMOX_IP="+svc.IP,
+		"NIXMOX_HOSTNAME="+svc.Hostname, "NIXMOX_FILES="+j.files)
+	cmd.WaitDelay = time.Second
+	var tail tailBuffer
+	log := c.stepLog(j, plan.Step{ID: "exec:" + svc.Name})
+	if f, ok := log.(io.Closer); ok {
+		defer f.Close()
+	}
+	cmd.Stdout = io.MultiWriter(log, &tail)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("timed out after %ds", j.m.HealthCheckTimeout)
+		}
+		return fmt.Errorf("%s.exec %q: %w: %s", svc.Path(), svc.Exec[0], err, strings.TrimSpace(tail.String()))
+	}
+	return nil
+}
+
+// tailBuffer keeps the last 2 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 2048 {
+		t.b = t.b[len(t.b)-2048:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
+
+// healthSpec is a service's health checks with the manifest's defaults.
+func healthSpec(svc *manifest.Service) health.Spec {
+	h := svc.Interface.Health
+	if h == nil {
+		h = &manifest.Health{Interval: 30, Timeout: 60, Retries: 3}
+	}
+	return health.Spec{Startup: h.Startup, Liveness: h.Liveness, Readiness: h.Readiness,
+		Interval: time.Duration(h.Interval) * time.Second, Timeout: time.Duration(h.Timeout) * time.Second,
+		Retries: h.Retries, StartPeriod: time.Duration(h.StartPeriod) * time.Second}
+}
+
 // deploy builds the service's closure, records it as a new generation and
 // hands it to the service's agent.
 func (c *Controller) deploy(ctx context.Context, j *job, svc *manifest.Service) error {
+	if len(svc.Exec) > 0 {
+		return c.runExec(ctx, j, svc)
+	}
 	if svc.Closure == "" {
 		return fmt.Errorf("%s.closure is not set: there is nothing to deploy", svc.Path())
 	}

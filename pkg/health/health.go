@@ -34,6 +34,8 @@ type Spec struct {
 // Prober runs checks. The zero value runs commands with sh and waits in
 // real time.
 type Prober struct {
+	// Dir is the working directory of the checks ("" = this process's).
+	Dir string
 	// Run runs one command; nil means sh -c bounded by the spec's timeout.
 	Run func(ctx context.Context, command string, timeout time.Duration) (output string, err error)
 	// After and Now are the clock; nil means the time package's.
@@ -88,15 +90,21 @@ func (p Prober) run(ctx context.Context, cmd string, timeout time.Duration) (str
 	if p.Run != nil {
 		return p.Run(ctx, cmd, timeout)
 	}
-	return Shell(ctx, cmd, timeout)
+	return ShellIn(ctx, p.Dir, cmd, timeout)
 }
 
 // Shell runs command with sh -c, stopped after timeout; the error says how
 // it ended ("exited 7", "timed out after 5s").
 func Shell(ctx context.Context, command string, timeout time.Duration) (string, error) {
+	return ShellIn(ctx, "", command, timeout)
+}
+
+// ShellIn is Shell in the working directory dir ("" = this process's).
+func ShellIn(ctx context.Context, dir, command string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Dir = dir
 	// The check's own children go with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

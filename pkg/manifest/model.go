@@ -77,7 +77,8 @@ type Service struct {
 	Ports     []int     `json:"ports" doc:"TCP ports the service listens on (1-65535)."`
 	Tags      []string  `json:"tags" doc:"Labels for selecting services (apply --on @tag) and Proxmox tags."`
 	Interface Interface `json:"interface" doc:"What the service needs from the rest of the homelab and how its health is checked."`
-	Closure   string    `json:"closure" doc:"Nix file, relative to the manifest, that evaluates to the service's system: a NixOS system (bin/switch-to-configuration) or any derivation with bin/activate. nixmox-server builds it for the service's nix step and the agent switches to it."`
+	Closure   string    `json:"closure" doc:"Nix file, relative to the manifest, that evaluates to the service's system: a NixOS system (bin/switch-to-configuration) or any derivation with bin/activate. nixmox-server builds it (with --argstr nixmox, see docs/local.md) for the service's nix step and the agent switches to it."`
+	Exec      []string  `json:"exec" doc:"Instead of a closure, the escape hatch for a host without an agent: a program and its arguments (no shell) that nixmox-server runs on its own host, in the manifest's directory, for the service's nix step, with NIXMOX_SERVICE, NIXMOX_IP, NIXMOX_HOSTNAME and NIXMOX_FILES (the rendered files) set; its exit status decides the step, bounded by health_check_timeout. The verify step then runs the service's health checks from the server."`
 
 	// Name is the service's key in core_services or services.
 	Name string `json:"-"`

@@ -380,6 +380,14 @@ func (v *validator) service(s *Service) {
 	if s.Closure != "" && !isCleanPath(s.Closure) {
 		v.diags.Addf(p.Key("closure"), "%q is not a usable file path", truncate(s.Closure, 80))
 	}
+	if len(s.Exec) > 0 {
+		switch {
+		case s.Closure != "":
+			v.diags.Addf(p.Key("exec"), "a service is deployed by its closure or by exec, not both")
+		case s.Exec[0] == "":
+			v.diags.Addf(p.Key("exec").Index(0), "is the program to run and must not be empty")
+		}
+	}
 	if strings.IndexFunc(s.Version, unicode.IsControl) >= 0 {
 		v.diags.Addf(p.Key("version"), "must not contain control characters")
 	}
