@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
 // Defaults of nixmox-server's flags.
@@ -84,6 +85,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringVar(&cfg.AgentListen, "listen", DefaultListen, "address agents connect to")
 	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
 	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
+	serve.Flags().StringVar(&cfg.ControlListen, "control-listen", "", "also serve the control API here over mutual TLS, to nixmox-cli certificates only (see cli-cert)")
 	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
 	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist) or local (network namespaces on this machine; root)")
 	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
@@ -135,7 +137,45 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 	token.Flags().StringVar(&socket, "socket", DefaultSocket, "control socket")
 	token.Flags().StringVarP(&out, "output", "o", "", "file to write (0600); default stdout")
 	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
-	root.AddCommand(serve, token)
+	var certState, certOut string
+	cliCert := &cobra.Command{
+		Use:   "cli-cert NAME",
+		Short: "Make a client certificate for a remote nixmox-cli user",
+		Long: `Make a key and a certificate for the nixmox-cli user NAME, signed by the
+server's CA, for the control API served with --control-listen. They are written
+to -o (cli-key.pem owner-only, cli.pem, ca.pem); point nixmox-cli at them with
+--tls-dir. Such a certificate opens the control API and nothing else; audit
+entries name its user. Run it on the server's host: it reads the CA from the
+state directory.`,
+		Example: `  $ nixmox-server cli-cert alice -o /root/alice-nixmox
+  # on alice's machine, with that directory copied to ~/.config/nixmox:
+  $ nixmox-cli --server nixmox.home.arpa:7445 status`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+				*usage = true
+				return err
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !manifest.ValidServiceName(args[0]) {
+				*usage = true
+				return fmt.Errorf("%q is not a user name: letters, digits, - and _", args[0])
+			}
+			if certOut == "" {
+				*usage = true
+				return fmt.Errorf("-o DIR is required")
+			}
+			if err := WriteCLICert(certState, args[0], certOut); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "wrote %s/cli.pem, cli-key.pem and ca.pem for %s\n", certOut, args[0])
+			return nil
+		},
+	}
+	cliCert.Flags().StringVar(&certState, "state-dir", DefaultStateDir, "the server's state directory (its CA)")
+	cliCert.Flags().StringVarP(&certOut, "output", "o", "", "directory to write the key and certificates to")
+	root.AddCommand(serve, token, cliCert)
 	return root
 }
 

@@ -34,7 +34,7 @@ type ControlAPI struct {
 // Apply runs a rollout and streams its events. A second Apply while one
 // runs is refused, naming the running rollout.
 func (c *ControlAPI) Apply(req *nixmoxv1.ApplyRequest, stream nixmoxv1.ControlService_ApplyServer) error {
-	_, err := c.Controller.Apply(stream.Context(), req, "cli", func(e *nixmoxv1.RolloutEvent) {
+	_, err := c.Controller.Apply(stream.Context(), req, callerOf(stream.Context()), func(e *nixmoxv1.RolloutEvent) {
 		_ = stream.Send(&nixmoxv1.ApplyResponse{Event: e})
 	})
 	var locked *store.LockedError
@@ -68,7 +68,7 @@ func (c *ControlAPI) IssueToken(ctx context.Context, req *nixmoxv1.IssueTokenReq
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
-	token, err := issueToken(c.Store, svc, ttl, "control")
+	token, err := issueToken(c.Store, svc, ttl, callerOf(ctx))
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -198,7 +198,7 @@ func (c *ControlAPI) Unlock(ctx context.Context, req *nixmoxv1.UnlockRequest) (*
 	if err := c.Store.Unlock(req.GetRolloutId()); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	_, _ = c.Store.Audit(store.AuditEntry{Time: c.now(), Who: "control", What: "unlock " + holder, Result: "ok"})
+	_, _ = c.Store.Audit(store.AuditEntry{Time: c.now(), Who: callerOf(ctx), What: "unlock " + holder, Result: "ok"})
 	return &nixmoxv1.UnlockResponse{}, nil
 }
 
@@ -225,7 +225,7 @@ func (c *ControlAPI) Watch(_ *nixmoxv1.WatchRequest, stream nixmoxv1.ControlServ
 // Rollback sets a service back to an earlier generation and streams how it
 // goes.
 func (c *ControlAPI) Rollback(req *nixmoxv1.RollbackRequest, stream nixmoxv1.ControlService_RollbackServer) error {
-	err := c.Controller.Rollback(stream.Context(), req.GetService(), req.GetToGeneration(), "cli", func(e *nixmoxv1.RolloutEvent) {
+	err := c.Controller.Rollback(stream.Context(), req.GetService(), req.GetToGeneration(), callerOf(stream.Context()), func(e *nixmoxv1.RolloutEvent) {
 		_ = stream.Send(&nixmoxv1.RollbackResponse{Event: e})
 	})
 	if err != nil {

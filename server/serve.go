@@ -38,6 +38,9 @@ type Config struct {
 	AgentHosts []string
 	// ControlSocket is the unix socket the CLI talks to; 0600.
 	ControlSocket string
+	// ControlListen, if set, also serves the control API there over mutual
+	// TLS, to nixmox-cli certificates only (`nixmox-server cli-cert`).
+	ControlListen string
 	// CacheListen, if set, serves the signed binary cache over HTTP there
 	// (for agents on other hosts); its URL uses the first AgentHosts entry.
 	// Otherwise agents pull from file:// (the same host).
@@ -165,6 +168,24 @@ func Serve(ctx context.Context, cfg Config) error {
 		defer cacheSrv.Close()
 		log.Info("binary cache", "url", "http://"+cacheLis.Addr().String())
 	}
+	var remoteSrv *grpc.Server
+	if cfg.ControlListen != "" {
+		remoteLis, err := net.Listen("tcp", cfg.ControlListen)
+		if err != nil {
+			agentLis.Close()
+			controlLis.Close()
+			return err
+		}
+		remoteSrv = grpc.NewServer(append(cliOnly(), grpc.Creds(credentials.NewTLS(&tls.Config{
+			GetCertificate: certs.get,
+			ClientAuth:     tls.RequireAndVerifyClientCert,
+			ClientCAs:      ca.Pool(),
+			MinVersion:     tls.VersionTLS13,
+		})))...)
+		nixmoxv1.RegisterControlServiceServer(remoteSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
+		go func() { errs <- remoteSrv.Serve(remoteLis) }()
+		log.Info("remote control", "address", remoteLis.Addr().String())
+	}
 	go func() { errs <- agentSrv.Serve(agentLis) }()
 	go func() { errs <- controlSrv.Serve(controlLis) }()
 	log.Info("serving", "agents", agentLis.Addr().String(), "control", cfg.ControlSocket)
@@ -188,6 +209,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	go func() {
 		agentSrv.GracefulStop()
 		controlSrv.GracefulStop()
+		if remoteSrv != nil {
+			remoteSrv.GracefulStop()
+		}
 		close(stopped)
 	}()
 	select {
@@ -195,6 +219,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	case <-time.After(5 * time.Second):
 		agentSrv.Stop()
 		controlSrv.Stop()
+		if remoteSrv != nil {
+			remoteSrv.Stop()
+		}
 	}
 	log.Info("stopped")
 	return err

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
@@ -35,6 +38,11 @@ type Factory struct {
 	Logger hclog.Logger
 	// Socket is the server's control socket (--socket, env NIXMOX_SOCKET).
 	Socket string
+	// Server, if set, is a remote server's control address (--server, env
+	// NIXMOX_SERVER), reached over mutual TLS with the certificates in
+	// TLSDir (--tls-dir, env NIXMOX_TLS_DIR).
+	Server string
+	TLSDir string
 
 	once  sync.Once
 	graph *graph.Graph
@@ -46,9 +54,24 @@ type Factory struct {
 }
 
 // Client returns the server's control API, dialled lazily over the unix
-// socket: commands that work offline never touch it.
+// socket (or mutual TLS to --server): commands that work offline never
+// touch it.
 func (f *Factory) Client() (nixmoxv1.ControlServiceClient, error) {
 	f.clientOnce.Do(func() {
+		if f.Server != "" {
+			creds, err := f.remoteCreds()
+			if err != nil {
+				f.clientErr = err
+				return
+			}
+			conn, err := grpc.NewClient(f.Server, grpc.WithTransportCredentials(creds))
+			if err != nil {
+				f.clientErr = err
+				return
+			}
+			f.client = nixmoxv1.NewControlServiceClient(conn)
+			return
+		}
 		if _, err := os.Stat(f.Socket); err != nil {
 			f.clientErr = fmt.Errorf("cannot reach nixmox-server at %s: %w (is it running? set --socket or NIXMOX_SOCKET)", f.Socket, err)
 			return
@@ -127,4 +150,23 @@ func socketTarget(path string) string {
 		path = abs
 	}
 	return "unix://" + path
+}
+
+// remoteCreds are the mutual TLS credentials in TLSDir: cli.pem,
+// cli-key.pem and the server's CA, ca.pem (`nixmox-server cli-cert`).
+func (f *Factory) remoteCreds() (credentials.TransportCredentials, error) {
+	dir := f.TLSDir
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cli.pem"), filepath.Join(dir, "cli-key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("the client certificate for %s: %w (make one with 'nixmox-server cli-cert' and set --tls-dir)", f.Server, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("the server's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s holds no certificate", filepath.Join(dir, "ca.pem"))
+	}
+	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS13}), nil
 }

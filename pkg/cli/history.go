@@ -56,7 +56,7 @@ it started and finished, whether every step succeeded, and who started it.`,
 				return enc.Encode(map[string]any{"rollouts": rows})
 			}
 			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ROLLOUT\tRESULT\tSTARTED\tFINISHED\tMANIFEST")
+			fmt.Fprintln(tw, "ROLLOUT\tRESULT\tSTARTED\tFINISHED\tWHO\tMANIFEST")
 			for _, r := range rows {
 				result := "failed"
 				if r.OK {
@@ -68,7 +68,7 @@ it started and finished, whether every step succeeded, and who started it.`,
 				if fin == "" {
 					fin = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, result, r.Started, fin, r.Manifest)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, result, r.Started, fin, r.Who, r.Manifest)
 			}
 			return tw.Flush()
 		},

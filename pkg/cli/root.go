@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -95,6 +96,8 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVarP(&f.ManifestPath, "manifest", "f", "", "manifest file (.nix, .json, .yaml)")
 	root.PersistentFlags().StringVar(&f.Socket, "socket", envOr("NIXMOX_SOCKET", "/run/nixmox/control.sock"), "nixmox-server's control socket (env NIXMOX_SOCKET)")
+	root.PersistentFlags().StringVar(&f.Server, "server", os.Getenv("NIXMOX_SERVER"), "a remote nixmox-server's control address (its --control-listen), reached over mutual TLS (env NIXMOX_SERVER)")
+	root.PersistentFlags().StringVar(&f.TLSDir, "tls-dir", envOr("NIXMOX_TLS_DIR", defaultTLSDir()), "cli.pem, cli-key.pem and ca.pem for --server, from 'nixmox-server cli-cert' (env NIXMOX_TLS_DIR)")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", envOr("NIXMOX_LOG_LEVEL", "warn"), "log level: trace, debug, info, warn, error (env NIXMOX_LOG_LEVEL)")
 
 	root.AddCommand(
@@ -127,4 +130,12 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageErrorf("%s takes no arguments, got %q", cmd.CommandPath(), strings.Join(args, " "))
 	}
 	return nil
+}
+
+// defaultTLSDir is ~/.config/nixmox (or $XDG_CONFIG_HOME/nixmox).
+func defaultTLSDir() string {
+	if dir, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(dir, "nixmox")
+	}
+	return ".nixmox"
 }

@@ -70,10 +70,10 @@ func LoadOrCreate(dir string) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := WriteAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := WriteAtomic(certPath, certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	return parseCA(certPEM, keyPEM)
@@ -139,6 +139,19 @@ func agentURI(service string) *url.URL { return &url.URL{Scheme: "nixmox", Opaqu
 // must be signed by its own key; what it asks for besides the key is
 // ignored: the certificate names the service the token was issued for.
 func (ca *CA) SignAgent(csrPEM []byte, service string) ([]byte, error) {
+	return ca.signClient(csrPEM, service, "nixmox-agent", agentURI(service))
+}
+
+func cliURI(name string) *url.URL { return &url.URL{Scheme: "nixmox", Opaque: "cli/" + name} }
+
+// SignCLI signs a certificate request for a remote nixmox-cli user, name.
+// Such a certificate opens the control API and nothing else; an agent's
+// opens the agent API and nothing else.
+func (ca *CA) SignCLI(csrPEM []byte, name string) ([]byte, error) {
+	return ca.signClient(csrPEM, name, "nixmox-cli", cliURI(name))
+}
+
+func (ca *CA) signClient(csrPEM []byte, cn, ou string, uri *url.URL) ([]byte, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return nil, errors.New("the certificate request is not PEM")
@@ -152,8 +165,8 @@ func (ca *CA) SignAgent(csrPEM []byte, service string) ([]byte, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: service, OrganizationalUnit: []string{"nixmox-agent"}},
-		URIs:         []*url.URL{agentURI(service)},
+		Subject:      pkix.Name{CommonName: cn, OrganizationalUnit: []string{ou}},
+		URIs:         []*url.URL{uri},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -164,6 +177,31 @@ func (ca *CA) SignAgent(csrPEM []byte, service string) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// CLIName returns the user a verified nixmox-cli certificate is for.
+func CLIName(cert *x509.Certificate) (string, error) {
+	for _, u := range cert.URIs {
+		if u.Scheme == "nixmox" && strings.HasPrefix(u.Opaque, "cli/") {
+			if name := strings.TrimPrefix(u.Opaque, "cli/"); name != "" {
+				return name, nil
+			}
+		}
+	}
+	return "", errors.New("not a nixmox-cli certificate")
+}
+
+// Load loads the CA from dir without creating one.
+func Load(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	return parseCA(certPEM, keyPEM)
 }
 
 // AgentService returns the service a verified agent certificate is for.
@@ -204,7 +242,8 @@ func serial() *big.Int {
 	return n
 }
 
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+// WriteAtomic writes data to path by temp file and rename, with mode.
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
