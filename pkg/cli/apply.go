@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -104,9 +106,18 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	}
 	out := opts.Factory.IO.Out
 	lines := out
-	if opts.Output == "json" {
+	var live *liveView
+	stopLive := func() {}
+	switch width := terminalWidth(out); {
+	case opts.Output == "json":
 		lines = io.Discard // only the summary, as JSON
+	case width > 0:
+		// A terminal: the steps redrawn in place with their elapsed time.
+		lines = io.Discard
+		live = newLiveView(out, width, nil)
+		stopLive = sync.OnceFunc(live.run(200 * time.Millisecond))
 	}
+	defer stopLive()
 	final := map[string]*stepSummary{}
 	var order []string
 	for {
@@ -126,10 +137,14 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 			final[id].State = stateWord(e.GetState())
 			final[id].Cause = strings.TrimPrefix(e.GetMessage(), id+" failed: ")
 		}
+		if live != nil {
+			live.event(e)
+		}
 		done, ok := printEvent(lines, e)
 		if !done {
 			continue
 		}
+		stopLive() // the last frame, before the summary
 		sum := rolloutSummary{Rollout: e.GetRolloutId(), OK: ok, Summary: e.GetMessage(), Steps: []stepSummary{}}
 		for _, id := range order {
 			sum.Steps = append(sum.Steps, *final[id])
