@@ -35,8 +35,10 @@ func newApplyCmd(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Deploy the manifest through nixmox-server",
-		Long: `Validate the manifest here, send it to nixmox-server, and follow the rollout:
-one line per step as it starts and ends, then a summary. Steps whose inputs
+		Long: `Validate the manifest here, send it to nixmox-server, and follow the rollout,
+then print a summary. On a terminal each step has one line with its state and
+elapsed time, redrawn in place; otherwise each step's start and end is a
+timestamped line, never interleaved. Steps whose inputs
 did not change since they last succeeded are skipped ("unchanged"), so applying
 the same manifest again does nothing.
 
