@@ -244,6 +244,7 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		err := st.sw.Apply(ctx, Desired{
 			Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
 			CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(), Health: spec,
+			NoRollback: d.GetNoRollback(),
 		}, confirm)
 		st.mu.Lock()
 		st.applying, st.applyingHealthy = 0, false

@@ -30,6 +30,8 @@ type Desired struct {
 	CachePublicKey string
 	ConfirmTimeout time.Duration
 	Health         health.Spec
+	// NoRollback leaves the generation in place when its checks fail.
+	NoRollback bool
 }
 
 // Stage is how far a switch got.
@@ -92,7 +94,13 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 	s.report(d.Generation, Switched, d.StorePath)
 
 	if err := s.Prober.Verify(ctx, d.Health); err != nil {
-		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d is unhealthy: %w", d.Generation, err))
+		cause := fmt.Errorf("generation %d is unhealthy: %w", d.Generation, err)
+		if d.NoRollback {
+			err := fmt.Errorf("%w; left in place (--no-rollback)", cause)
+			s.report(d.Generation, Failed, err.Error())
+			return err
+		}
+		return s.rollback(ctx, d.Generation, prev, cause)
 	}
 	s.report(d.Generation, Healthy, "")
 

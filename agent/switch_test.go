@@ -138,4 +138,17 @@ func TestSwitchCheckAndMagicRollback(t *testing.T) {
 	if len(timeouts) != 2 || timeouts[1] != 7*time.Second || timeouts[0] != agent.DefaultConfirmTimeout {
 		t.Errorf("confirmation timeouts %v", timeouts)
 	}
+
+	// Unhealthy with NoRollback: left in place, for debugging.
+	g4 := generation(t, "four", state)
+	err = sw.Apply(ctx, agent.Desired{Generation: 4, StorePath: g4, Health: health.Spec{Liveness: "false", Timeout: time.Second}, NoRollback: true}, confirmed)
+	if err == nil || !strings.Contains(err.Error(), "left in place (--no-rollback)") {
+		t.Fatalf("error = %v", err)
+	}
+	if got := rec.take(); got != "4:switched 4:failed" {
+		t.Errorf("stages %s", got)
+	}
+	if p, _ := sw.Profile.Path(); p != g4 || active(t, state) != "four" {
+		t.Fatalf("with NoRollback: profile on %s, active %q", p, active(t, state))
+	}
 }

@@ -137,9 +137,10 @@ func (c *Controller) acquire(ctx context.Context, wait bool, emit func(*nixmoxv1
 
 // pendingGen is a generation waiting for its verify step.
 type pendingGen struct {
-	gen     int64
-	reports <-chan *nixmoxv1.StageReport
-	cancel  func()
+	gen        int64
+	noRollback bool // the agent leaves it in place when it fails
+	reports    <-chan *nixmoxv1.StageReport
+	cancel     func()
 }
 
 // Apply runs the manifest's rollout and emits its events; ok is set when
@@ -149,6 +150,9 @@ func (c *Controller) Apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who 
 	if m != nil {
 		g, gerr := graph.New(m)
 		if err = manifest.Join(req.GetManifestFile(), err, gerr); err == nil {
+			if req.GetDryRun() {
+				return c.dryRun(ctx, req, m, g, emit)
+			}
 			return c.apply(ctx, req, who, m, g, emit)
 		}
 	}
@@ -172,12 +176,68 @@ func (c *Controller) apply(ctx context.Context, req *nixmoxv1.ApplyRequest, who 
 		return false, err
 	}
 	r := store.Rollout{ID: id, Manifest: version, Who: who, Started: now, Services: req.GetSelection().GetServices(),
-		Parallel: int(req.GetParallel()), FailFast: req.GetFailFast(), Force: req.GetForce()}
+		Parallel: int(req.GetParallel()), FailFast: req.GetFailFast(), Force: req.GetForce(), NoRollback: req.GetNoRollback()}
 	if err := c.Store.PutRollout(r); err != nil {
 		c.Store.Unlock(id)
 		return false, err
 	}
 	return c.execute(ctx, r, m, g, req.GetManifestFile(), emit)
+}
+
+// dryRun reports, step by step, whether a rollout of the manifest would run
+// the step (its fingerprint differs from its last success, or --force) or
+// skip it, and changes nothing: no lock, no rollout record, nothing
+// written but a temporary copy of the rendered files. A step whose inputs
+// depend on outputs of a step that would run is judged by today's outputs.
+func (c *Controller) dryRun(ctx context.Context, req *nixmoxv1.ApplyRequest, m *manifest.Manifest, g *graph.Graph, emit func(*nixmoxv1.RolloutEvent)) (bool, error) {
+	p, err := plan.New(g, plan.Options{Services: req.GetSelection().GetServices()})
+	if err != nil {
+		return false, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(req.GetManifestFile()))
+	if err != nil {
+		return false, err
+	}
+	j := &job{m: m, g: g, dir: dir, rollout: "dry-run", services: p.Services, all: len(req.GetSelection().GetServices()) == 0}
+	if c.WorkDir != "" {
+		// Rendered as a rollout would (module paths relative to the work
+		// directory), written only to a temporary directory.
+		if j.tree, err = render.Render(g, render.Options{ManifestDir: dir, OutDir: c.WorkDir}); err != nil {
+			return false, err
+		}
+		tmp, err := os.MkdirTemp("", "nixmox-dry-run-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(tmp)
+		j.files = filepath.Join(tmp, "generated")
+		if err := render.Write(j.files, j.tree); err != nil {
+			return false, err
+		}
+	}
+	run, same := 0, 0
+	for _, s := range p.Steps {
+		fp, err := c.fingerprint(ctx, j, s)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", s.ID, err)
+		}
+		last, err := c.Store.Fingerprint(s.ID)
+		if err != nil {
+			return false, err
+		}
+		e := &nixmoxv1.RolloutEvent{Time: timestamppb.Now(), Step: s.ID}
+		if req.GetForce() || fp == "" || fp != last {
+			e.State, e.Message = nixmoxv1.StepState_STEP_STATE_PENDING, "would run"
+			run++
+		} else {
+			e.State = nixmoxv1.StepState_STEP_STATE_SKIPPED
+			same++
+		}
+		emit(e)
+	}
+	emit(&nixmoxv1.RolloutEvent{Time: timestamppb.Now(), Done: true, Ok: true,
+		Message: fmt.Sprintf("dry run: %d would run, %d unchanged; nothing was changed", run, same)})
+	return true, nil
 }
 
 // Resume continues a rollout that a server stopped (or killed) while it ran:
@@ -236,7 +296,7 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 	if err != nil {
 		return false, err
 	}
-	j.services, j.all = p.Services, len(r.Services) == 0
+	j.services, j.all, j.noRollback = p.Services, len(r.Services) == 0, r.NoRollback
 
 	var steps []rollout.Step
 	phase := map[string]plan.Step{}
@@ -319,6 +379,8 @@ type job struct {
 	files    string   // where tree was written
 	services []string // the plan's services
 	all      bool     // the whole manifest was selected
+	// noRollback asks agents to leave an unhealthy generation in place.
+	noRollback bool
 }
 
 // prepare renders the manifest's files and writes them to
@@ -694,13 +756,13 @@ func (c *Controller) deploy(ctx context.Context, j *job, svc *manifest.Service) 
 	if err != nil {
 		return err
 	}
-	return c.handOver(ctx, j.m, svc, strings.TrimSpace(out), secrets)
+	return c.handOver(ctx, j.m, svc, strings.TrimSpace(out), secrets, j.noRollback)
 }
 
 // handOver records path as the service's next generation and hands it to
 // the service's agent; the service's verify step (or Rollback) waits for
 // the outcome.
-func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *manifest.Service, path string, secrets map[string][]byte) error {
+func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *manifest.Service, path string, secrets map[string][]byte, noRollback bool) error {
 	if c.CacheDir != "" {
 		if err := (nix.Runner{}).CopyToCache(ctx, c.CacheDir, c.CacheKey, path); err != nil {
 			return fmt.Errorf("publishing %s to the binary cache: %w", path, err)
@@ -730,13 +792,15 @@ func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *ma
 	if old := c.pending[svc.Name]; old != nil {
 		old.cancel()
 	}
-	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel}
+	c.pending[svc.Name] = &pendingGen{gen: gen, reports: reports, cancel: cancel, noRollback: noRollback}
 	c.mu.Unlock()
 	// The secrets first: the agent writes them before it activates.
 	if err := c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Secrets{Secrets: &nixmoxv1.Secrets{Values: secrets}}}); err != nil {
 		return err
 	}
-	return c.Agents.Send(ctx, svc.Name, c.desired(svc, gen, path))
+	d := c.desired(svc, gen, path)
+	d.GetDesired().NoRollback = noRollback
+	return c.Agents.Send(ctx, svc.Name, d)
 }
 
 func (c *Controller) confirmTimeout() time.Duration {
@@ -807,6 +871,9 @@ func (c *Controller) verify(ctx context.Context, m *manifest.Manifest, svc *mani
 				return c.markHealthy(svc.Name, p.gen)
 			case nixmoxv1.Stage_STAGE_FAILED:
 				failure = r.GetLog()
+				if p.noRollback {
+					return fmt.Errorf("%s: %s", svc.Name, failure)
+				}
 			case nixmoxv1.Stage_STAGE_ROLLED_BACK:
 				return fmt.Errorf("the agent rolled %s back: %s", svc.Name, failure)
 			}
@@ -849,7 +916,7 @@ func (c *Controller) reattach(ctx context.Context, m *manifest.Manifest, svc *ma
 		err = c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Confirm{Confirm: &nixmoxv1.Confirm{Generation: last.Number}}})
 	case hello.GetFailedGeneration() == last.Number && hello.GetApplying() != last.Number:
 		cancel()
-		return nil, fmt.Errorf("the agent rolled %s back: %s", svc.Name, hello.GetFailure())
+		return nil, fmt.Errorf("the agent of %s failed generation %d: %s", svc.Name, last.Number, hello.GetFailure())
 	case hello.GetApplying() == last.Number:
 		// Still checking it: its reports will come.
 		c.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)
@@ -947,7 +1014,7 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 	var secrets map[string][]byte
 	_, secrets, err = c.closureArgs(&job{m: m, files: filepath.Join(c.WorkDir, "generated")}, svc)
 	if err == nil {
-		err = c.handOver(ctx, m, svc, target.StorePath, secrets)
+		err = c.handOver(ctx, m, svc, target.StorePath, secrets, false)
 	}
 	if err == nil {
 		err = c.verify(ctx, m, svc)

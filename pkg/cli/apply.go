@@ -20,14 +20,16 @@ import (
 
 // ApplyOptions are apply's options.
 type ApplyOptions struct {
-	Factory  *Factory
-	Output   string
-	Services []string
-	On       []string
-	Parallel int
-	FailFast bool
-	Force    bool
-	Wait     bool
+	Factory    *Factory
+	Output     string
+	Services   []string
+	On         []string
+	Parallel   int
+	FailFast   bool
+	Force      bool
+	Wait       bool
+	NoRollback bool
+	DryRun     bool
 }
 
 func newApplyCmd(f *Factory) *cobra.Command {
@@ -72,6 +74,8 @@ service its agent rolled back is a failed deploy (1).`,
 	cmd.Flags().BoolVar(&opts.FailFast, "fail-fast", false, "stop starting steps at the first failure")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "run every selected step, even unchanged ones")
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "queue behind a running rollout instead of failing")
+	cmd.Flags().BoolVar(&opts.NoRollback, "no-rollback", false, "leave a generation whose health checks fail in place, to debug it (one the server cannot confirm is still rolled back)")
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "report which steps would run and which are unchanged, and change nothing")
 	cmd.Flags().StringVar(&opts.Output, "output", "text", "text (a line per step, then a summary table) or json (the summary only)")
 	cmd.Flags().StringSliceVar(&opts.On, "on", nil, "services by name or @tag, comma-separated (repeatable)")
 	return cmd
@@ -102,6 +106,7 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	stream, err := client.Apply(cmd.Context(), &nixmoxv1.ApplyRequest{
 		ManifestJson: m.JSON, ManifestFile: file, Selection: &nixmoxv1.Selection{Services: selected},
 		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force, Wait: opts.Wait,
+		NoRollback: opts.NoRollback, DryRun: opts.DryRun,
 	})
 	if err != nil {
 		return err

@@ -220,6 +220,8 @@ type Rollout struct {
 	Parallel int      `json:"parallel,omitempty"`
 	FailFast bool     `json:"fail_fast,omitempty"`
 	Force    bool     `json:"force,omitempty"`
+	// NoRollback leaves an unhealthy generation in place for debugging.
+	NoRollback bool `json:"no_rollback,omitempty"`
 }
 
 // PutRollout creates or updates a rollout.

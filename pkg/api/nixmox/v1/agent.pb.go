@@ -672,7 +672,11 @@ type DesiredGeneration struct {
 	// confirm_timeout: roll back when not confirmed within it.
 	ConfirmTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=confirm_timeout,json=confirmTimeout,proto3" json:"confirm_timeout,omitempty"`
 	// health is how to check the service.
-	Health        *HealthSpec `protobuf:"bytes,6,opt,name=health,proto3" json:"health,omitempty"`
+	Health *HealthSpec `protobuf:"bytes,6,opt,name=health,proto3" json:"health,omitempty"`
+	// no_rollback leaves the generation in place when its health checks
+	// fail (for debugging); a generation the server does not confirm is
+	// still rolled back.
+	NoRollback    bool `protobuf:"varint,7,opt,name=no_rollback,json=noRollback,proto3" json:"no_rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -747,6 +751,13 @@ func (x *DesiredGeneration) GetHealth() *HealthSpec {
 		return x.Health
 	}
 	return nil
+}
+
+func (x *DesiredGeneration) GetNoRollback() bool {
+	if x != nil {
+		return x.NoRollback
+	}
+	return false
 }
 
 // HealthSpec is a service's health checks.
@@ -981,7 +992,7 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\adesired\x18\x01 \x01(\v2\x1c.nixmox.v1.DesiredGenerationH\x00R\adesired\x12.\n" +
 	"\asecrets\x18\x02 \x01(\v2\x12.nixmox.v1.SecretsH\x00R\asecrets\x12.\n" +
 	"\aconfirm\x18\x03 \x01(\v2\x12.nixmox.v1.ConfirmH\x00R\aconfirmB\t\n" +
-	"\amessage\"\x8c\x02\n" +
+	"\amessage\"\xad\x02\n" +
 	"\x11DesiredGeneration\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
@@ -991,7 +1002,9 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\tcache_url\x18\x03 \x01(\tR\bcacheUrl\x12(\n" +
 	"\x10cache_public_key\x18\x04 \x01(\tR\x0ecachePublicKey\x12B\n" +
 	"\x0fconfirm_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0econfirmTimeout\x12-\n" +
-	"\x06health\x18\x06 \x01(\v2\x15.nixmox.v1.HealthSpecR\x06health\"\xa4\x02\n" +
+	"\x06health\x18\x06 \x01(\v2\x15.nixmox.v1.HealthSpecR\x06health\x12\x1f\n" +
+	"\vno_rollback\x18\a \x01(\bR\n" +
+	"noRollback\"\xa4\x02\n" +
 	"\n" +
 	"HealthSpec\x12\x18\n" +
 	"\astartup\x18\x01 \x01(\tR\astartup\x12\x1a\n" +
