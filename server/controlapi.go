@@ -289,3 +289,27 @@ func issueToken(st *store.Store, service string, ttl time.Duration, who string) 
 	}
 	return token, nil
 }
+
+// Outputs lists stored Terraform outputs; a sensitive one is named and
+// marked, never sent.
+func (c *ControlAPI) Outputs(ctx context.Context, req *nixmoxv1.OutputsRequest) (*nixmoxv1.OutputsResponse, error) {
+	all, err := c.Store.AllOutputs()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	svc := req.GetService()
+	resp := &nixmoxv1.OutputsResponse{}
+	for _, o := range all {
+		if svc != "" && o.Root != "terraform/services/"+svc && o.Root != "terraform/services/"+svc+"/config" {
+			continue
+		}
+		for _, out := range o.Outputs {
+			po := &nixmoxv1.Output{Root: o.Root, Name: out.Name, Sensitive: out.Sensitive}
+			if !out.Sensitive {
+				po.ValueJson = string(out.Value)
+			}
+			resp.Outputs = append(resp.Outputs, po)
+		}
+	}
+	return resp, nil
+}

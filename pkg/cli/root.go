@@ -113,6 +113,7 @@ Exit codes: 0 success, 1 invalid manifest or failure, 2 usage error.`,
 		newLogsCmd(f),
 		newUnlockCmd(f),
 		newLocalCmd(f),
+		newOutputsCmd(f),
 	)
 	return root
 }

@@ -615,3 +615,19 @@ func (s *Store) RootOutputs(root string) (o Outputs, err error) {
 	}
 	return o, err
 }
+
+// AllOutputs returns every root's outputs, by root.
+func (s *Store) AllOutputs() ([]Outputs, error) {
+	var out []Outputs
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutputs).ForEach(func(_, v []byte) error {
+			var o Outputs
+			if err := json.Unmarshal(v, &o); err != nil {
+				return err
+			}
+			out = append(out, o)
+			return nil
+		})
+	})
+	return out, err
+}

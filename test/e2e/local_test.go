@@ -317,6 +317,12 @@ func TestLocalHomelab(t *testing.T) {
 		if bytes.Contains(db, token) || strings.Contains(h.srv.log(), string(token)) || strings.Contains(r.out, string(token)) {
 			t.Error("the secret is in the state file, the server's log or apply's output")
 		}
+		// nixmox-cli outputs names the secret, never shows it.
+		outs := h.cli("outputs", "web")
+		if !regexp.MustCompile(`terraform/services/web +title +"Hello from nixmox"`).MatchString(outs) ||
+			!regexp.MustCompile(`terraform/services/web +token +\(sensitive\)`).MatchString(outs) || strings.Contains(outs, string(token)) {
+			t.Errorf("outputs web:\n%s", outs)
+		}
 		logs, _ := filepath.Glob(filepath.Join(h.state, "work", "logs", "*", "*.log"))
 		for _, l := range logs {
 			if data, _ := os.ReadFile(l); bytes.Contains(data, token) {

@@ -22,6 +22,171 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// OutputsRequest asks for stored Terraform outputs.
+type OutputsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service limits them to the service's roots; empty lists every root.
+	Service       string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputsRequest) Reset() {
+	*x = OutputsRequest{}
+	mi := &file_nixmox_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputsRequest) ProtoMessage() {}
+
+func (x *OutputsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nixmox_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputsRequest.ProtoReflect.Descriptor instead.
+func (*OutputsRequest) Descriptor() ([]byte, []int) {
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *OutputsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// OutputsResponse lists outputs by root, then name.
+type OutputsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outputs found.
+	Outputs       []*Output `protobuf:"bytes,1,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputsResponse) Reset() {
+	*x = OutputsResponse{}
+	mi := &file_nixmox_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputsResponse) ProtoMessage() {}
+
+func (x *OutputsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nixmox_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputsResponse.ProtoReflect.Descriptor instead.
+func (*OutputsResponse) Descriptor() ([]byte, []int) {
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OutputsResponse) GetOutputs() []*Output {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+// Output is one Terraform output.
+type Output struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// root is the generated root module, e.g. terraform/services/web.
+	Root string `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	// name of the output.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// sensitive outputs carry no value.
+	Sensitive bool `protobuf:"varint,3,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	// value_json is the value as JSON; empty when sensitive.
+	ValueJson     string `protobuf:"bytes,4,opt,name=value_json,json=valueJson,proto3" json:"value_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Output) Reset() {
+	*x = Output{}
+	mi := &file_nixmox_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Output) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Output) ProtoMessage() {}
+
+func (x *Output) ProtoReflect() protoreflect.Message {
+	mi := &file_nixmox_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Output.ProtoReflect.Descriptor instead.
+func (*Output) Descriptor() ([]byte, []int) {
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Output) GetRoot() string {
+	if x != nil {
+		return x.Root
+	}
+	return ""
+}
+
+func (x *Output) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Output) GetSensitive() bool {
+	if x != nil {
+		return x.Sensitive
+	}
+	return false
+}
+
+func (x *Output) GetValueJson() string {
+	if x != nil {
+		return x.ValueJson
+	}
+	return ""
+}
+
 // Selection limits a rollout to some services and what they need.
 type Selection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +200,7 @@ type Selection struct {
 
 func (x *Selection) Reset() {
 	*x = Selection{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[0]
+	mi := &file_nixmox_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +212,7 @@ func (x *Selection) String() string {
 func (*Selection) ProtoMessage() {}
 
 func (x *Selection) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[0]
+	mi := &file_nixmox_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +225,7 @@ func (x *Selection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selection.ProtoReflect.Descriptor instead.
 func (*Selection) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Selection) GetServices() []string {
@@ -104,7 +269,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[1]
+	mi := &file_nixmox_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +281,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[1]
+	mi := &file_nixmox_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +294,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ApplyRequest) GetManifestJson() []byte {
@@ -206,7 +371,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[2]
+	mi := &file_nixmox_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +383,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[2]
+	mi := &file_nixmox_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +396,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ApplyResponse) GetEvent() *RolloutEvent {
@@ -264,7 +429,7 @@ type RolloutEvent struct {
 
 func (x *RolloutEvent) Reset() {
 	*x = RolloutEvent{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[3]
+	mi := &file_nixmox_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +441,7 @@ func (x *RolloutEvent) String() string {
 func (*RolloutEvent) ProtoMessage() {}
 
 func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[3]
+	mi := &file_nixmox_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +454,7 @@ func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEvent.ProtoReflect.Descriptor instead.
 func (*RolloutEvent) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RolloutEvent) GetRolloutId() string {
@@ -354,7 +519,7 @@ type PlanRequest struct {
 
 func (x *PlanRequest) Reset() {
 	*x = PlanRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[4]
+	mi := &file_nixmox_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +531,7 @@ func (x *PlanRequest) String() string {
 func (*PlanRequest) ProtoMessage() {}
 
 func (x *PlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[4]
+	mi := &file_nixmox_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +544,7 @@ func (x *PlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
 func (*PlanRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PlanRequest) GetManifestJson() []byte {
@@ -407,7 +572,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[5]
+	mi := &file_nixmox_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +584,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[5]
+	mi := &file_nixmox_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +597,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PlanResponse) GetSteps() []*PlannedStep {
@@ -457,7 +622,7 @@ type PlannedStep struct {
 
 func (x *PlannedStep) Reset() {
 	*x = PlannedStep{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[6]
+	mi := &file_nixmox_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +634,7 @@ func (x *PlannedStep) String() string {
 func (*PlannedStep) ProtoMessage() {}
 
 func (x *PlannedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[6]
+	mi := &file_nixmox_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +647,7 @@ func (x *PlannedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedStep.ProtoReflect.Descriptor instead.
 func (*PlannedStep) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PlannedStep) GetId() string {
@@ -515,7 +680,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[7]
+	mi := &file_nixmox_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +692,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[7]
+	mi := &file_nixmox_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +705,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 // StatusResponse holds every service's status.
@@ -554,7 +719,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[8]
+	mi := &file_nixmox_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +731,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[8]
+	mi := &file_nixmox_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +744,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusResponse) GetServices() []*ServiceStatus {
@@ -612,7 +777,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[9]
+	mi := &file_nixmox_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +789,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[9]
+	mi := &file_nixmox_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +802,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceStatus) GetName() string {
@@ -698,7 +863,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[10]
+	mi := &file_nixmox_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +875,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[10]
+	mi := &file_nixmox_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +888,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 // WatchResponse is one event.
@@ -737,7 +902,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[11]
+	mi := &file_nixmox_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +914,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[11]
+	mi := &file_nixmox_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +927,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchResponse) GetEvent() *RolloutEvent {
@@ -783,7 +948,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[12]
+	mi := &file_nixmox_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +960,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[12]
+	mi := &file_nixmox_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +973,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryRequest) GetLimit() int32 {
@@ -829,7 +994,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[13]
+	mi := &file_nixmox_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1006,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[13]
+	mi := &file_nixmox_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1019,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryResponse) GetRollouts() []*RolloutSummary {
@@ -885,7 +1050,7 @@ type RolloutSummary struct {
 
 func (x *RolloutSummary) Reset() {
 	*x = RolloutSummary{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[14]
+	mi := &file_nixmox_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1062,7 @@ func (x *RolloutSummary) String() string {
 func (*RolloutSummary) ProtoMessage() {}
 
 func (x *RolloutSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[14]
+	mi := &file_nixmox_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1075,7 @@ func (x *RolloutSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutSummary.ProtoReflect.Descriptor instead.
 func (*RolloutSummary) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RolloutSummary) GetId() string {
@@ -968,7 +1133,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[15]
+	mi := &file_nixmox_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1145,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[15]
+	mi := &file_nixmox_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1158,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LogsRequest) GetRolloutId() string {
@@ -1021,7 +1186,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[16]
+	mi := &file_nixmox_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1198,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[16]
+	mi := &file_nixmox_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1211,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LogsResponse) GetEvent() *RolloutEvent {
@@ -1070,7 +1235,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[17]
+	mi := &file_nixmox_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1247,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[17]
+	mi := &file_nixmox_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1260,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RollbackRequest) GetService() string {
@@ -1123,7 +1288,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[18]
+	mi := &file_nixmox_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1300,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[18]
+	mi := &file_nixmox_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1313,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RollbackResponse) GetEvent() *RolloutEvent {
@@ -1169,7 +1334,7 @@ type UnlockRequest struct {
 
 func (x *UnlockRequest) Reset() {
 	*x = UnlockRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[19]
+	mi := &file_nixmox_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1346,7 @@ func (x *UnlockRequest) String() string {
 func (*UnlockRequest) ProtoMessage() {}
 
 func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[19]
+	mi := &file_nixmox_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1359,7 @@ func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
 func (*UnlockRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnlockRequest) GetRolloutId() string {
@@ -1213,7 +1378,7 @@ type UnlockResponse struct {
 
 func (x *UnlockResponse) Reset() {
 	*x = UnlockResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[20]
+	mi := &file_nixmox_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1390,7 @@ func (x *UnlockResponse) String() string {
 func (*UnlockResponse) ProtoMessage() {}
 
 func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[20]
+	mi := &file_nixmox_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1403,7 @@ func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
 func (*UnlockResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 // IssueTokenRequest asks for an enrollment token.
@@ -1254,7 +1419,7 @@ type IssueTokenRequest struct {
 
 func (x *IssueTokenRequest) Reset() {
 	*x = IssueTokenRequest{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[21]
+	mi := &file_nixmox_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1431,7 @@ func (x *IssueTokenRequest) String() string {
 func (*IssueTokenRequest) ProtoMessage() {}
 
 func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[21]
+	mi := &file_nixmox_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1444,7 @@ func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
 func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IssueTokenRequest) GetService() string {
@@ -1311,7 +1476,7 @@ type IssueTokenResponse struct {
 
 func (x *IssueTokenResponse) Reset() {
 	*x = IssueTokenResponse{}
-	mi := &file_nixmox_v1_control_proto_msgTypes[22]
+	mi := &file_nixmox_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1488,7 @@ func (x *IssueTokenResponse) String() string {
 func (*IssueTokenResponse) ProtoMessage() {}
 
 func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixmox_v1_control_proto_msgTypes[22]
+	mi := &file_nixmox_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1501,7 @@ func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
 func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
-	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_nixmox_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *IssueTokenResponse) GetToken() string {
@@ -1357,7 +1522,17 @@ var File_nixmox_v1_control_proto protoreflect.FileDescriptor
 
 const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x17nixmox/v1/control.proto\x12\tnixmox.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nixmox/v1/common.proto\";\n" +
+	"\x17nixmox/v1/control.proto\x12\tnixmox.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nixmox/v1/common.proto\"*\n" +
+	"\x0eOutputsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\">\n" +
+	"\x0fOutputsResponse\x12+\n" +
+	"\aoutputs\x18\x01 \x03(\v2\x11.nixmox.v1.OutputR\aoutputs\"m\n" +
+	"\x06Output\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\tR\x04root\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tsensitive\x18\x03 \x01(\bR\tsensitive\x12\x1d\n" +
+	"\n" +
+	"value_json\x18\x04 \x01(\tR\tvalueJson\";\n" +
 	"\tSelection\x12\x1a\n" +
 	"\bservices\x18\x01 \x03(\tR\bservices\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\"\xa9\x02\n" +
@@ -1442,7 +1617,7 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"ttlSeconds\"A\n" +
 	"\x12IssueTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x15\n" +
-	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem2\xd2\x04\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem2\x94\x05\n" +
 	"\x0eControlService\x12<\n" +
 	"\x05Apply\x12\x17.nixmox.v1.ApplyRequest\x1a\x18.nixmox.v1.ApplyResponse0\x01\x127\n" +
 	"\x04Plan\x12\x16.nixmox.v1.PlanRequest\x1a\x17.nixmox.v1.PlanResponse\x12=\n" +
@@ -1453,7 +1628,8 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\bRollback\x12\x1a.nixmox.v1.RollbackRequest\x1a\x1b.nixmox.v1.RollbackResponse0\x01\x12=\n" +
 	"\x06Unlock\x12\x18.nixmox.v1.UnlockRequest\x1a\x19.nixmox.v1.UnlockResponse\x12I\n" +
 	"\n" +
-	"IssueToken\x12\x1c.nixmox.v1.IssueTokenRequest\x1a\x1d.nixmox.v1.IssueTokenResponseB\x97\x01\n" +
+	"IssueToken\x12\x1c.nixmox.v1.IssueTokenRequest\x1a\x1d.nixmox.v1.IssueTokenResponse\x12@\n" +
+	"\aOutputs\x12\x19.nixmox.v1.OutputsRequest\x1a\x1a.nixmox.v1.OutputsResponseB\x97\x01\n" +
 	"\rcom.nixmox.v1B\fControlProtoP\x01Z3github.com/nixmox/nixmox/pkg/api/nixmox/v1;nixmoxv1\xa2\x02\x03NXX\xaa\x02\tNixmox.V1\xca\x02\tNixmox\\V1\xe2\x02\x15Nixmox\\V1\\GPBMetadata\xea\x02\n" +
 	"Nixmox::V1b\x06proto3"
 
@@ -1469,75 +1645,81 @@ func file_nixmox_v1_control_proto_rawDescGZIP() []byte {
 	return file_nixmox_v1_control_proto_rawDescData
 }
 
-var file_nixmox_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_nixmox_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_nixmox_v1_control_proto_goTypes = []any{
-	(*Selection)(nil),             // 0: nixmox.v1.Selection
-	(*ApplyRequest)(nil),          // 1: nixmox.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 2: nixmox.v1.ApplyResponse
-	(*RolloutEvent)(nil),          // 3: nixmox.v1.RolloutEvent
-	(*PlanRequest)(nil),           // 4: nixmox.v1.PlanRequest
-	(*PlanResponse)(nil),          // 5: nixmox.v1.PlanResponse
-	(*PlannedStep)(nil),           // 6: nixmox.v1.PlannedStep
-	(*StatusRequest)(nil),         // 7: nixmox.v1.StatusRequest
-	(*StatusResponse)(nil),        // 8: nixmox.v1.StatusResponse
-	(*ServiceStatus)(nil),         // 9: nixmox.v1.ServiceStatus
-	(*WatchRequest)(nil),          // 10: nixmox.v1.WatchRequest
-	(*WatchResponse)(nil),         // 11: nixmox.v1.WatchResponse
-	(*HistoryRequest)(nil),        // 12: nixmox.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 13: nixmox.v1.HistoryResponse
-	(*RolloutSummary)(nil),        // 14: nixmox.v1.RolloutSummary
-	(*LogsRequest)(nil),           // 15: nixmox.v1.LogsRequest
-	(*LogsResponse)(nil),          // 16: nixmox.v1.LogsResponse
-	(*RollbackRequest)(nil),       // 17: nixmox.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 18: nixmox.v1.RollbackResponse
-	(*UnlockRequest)(nil),         // 19: nixmox.v1.UnlockRequest
-	(*UnlockResponse)(nil),        // 20: nixmox.v1.UnlockResponse
-	(*IssueTokenRequest)(nil),     // 21: nixmox.v1.IssueTokenRequest
-	(*IssueTokenResponse)(nil),    // 22: nixmox.v1.IssueTokenResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(StepState)(0),                // 24: nixmox.v1.StepState
-	(Health)(0),                   // 25: nixmox.v1.Health
+	(*OutputsRequest)(nil),        // 0: nixmox.v1.OutputsRequest
+	(*OutputsResponse)(nil),       // 1: nixmox.v1.OutputsResponse
+	(*Output)(nil),                // 2: nixmox.v1.Output
+	(*Selection)(nil),             // 3: nixmox.v1.Selection
+	(*ApplyRequest)(nil),          // 4: nixmox.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 5: nixmox.v1.ApplyResponse
+	(*RolloutEvent)(nil),          // 6: nixmox.v1.RolloutEvent
+	(*PlanRequest)(nil),           // 7: nixmox.v1.PlanRequest
+	(*PlanResponse)(nil),          // 8: nixmox.v1.PlanResponse
+	(*PlannedStep)(nil),           // 9: nixmox.v1.PlannedStep
+	(*StatusRequest)(nil),         // 10: nixmox.v1.StatusRequest
+	(*StatusResponse)(nil),        // 11: nixmox.v1.StatusResponse
+	(*ServiceStatus)(nil),         // 12: nixmox.v1.ServiceStatus
+	(*WatchRequest)(nil),          // 13: nixmox.v1.WatchRequest
+	(*WatchResponse)(nil),         // 14: nixmox.v1.WatchResponse
+	(*HistoryRequest)(nil),        // 15: nixmox.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 16: nixmox.v1.HistoryResponse
+	(*RolloutSummary)(nil),        // 17: nixmox.v1.RolloutSummary
+	(*LogsRequest)(nil),           // 18: nixmox.v1.LogsRequest
+	(*LogsResponse)(nil),          // 19: nixmox.v1.LogsResponse
+	(*RollbackRequest)(nil),       // 20: nixmox.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 21: nixmox.v1.RollbackResponse
+	(*UnlockRequest)(nil),         // 22: nixmox.v1.UnlockRequest
+	(*UnlockResponse)(nil),        // 23: nixmox.v1.UnlockResponse
+	(*IssueTokenRequest)(nil),     // 24: nixmox.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),    // 25: nixmox.v1.IssueTokenResponse
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(StepState)(0),                // 27: nixmox.v1.StepState
+	(Health)(0),                   // 28: nixmox.v1.Health
 }
 var file_nixmox_v1_control_proto_depIdxs = []int32{
-	0,  // 0: nixmox.v1.ApplyRequest.selection:type_name -> nixmox.v1.Selection
-	3,  // 1: nixmox.v1.ApplyResponse.event:type_name -> nixmox.v1.RolloutEvent
-	23, // 2: nixmox.v1.RolloutEvent.time:type_name -> google.protobuf.Timestamp
-	24, // 3: nixmox.v1.RolloutEvent.state:type_name -> nixmox.v1.StepState
-	0,  // 4: nixmox.v1.PlanRequest.selection:type_name -> nixmox.v1.Selection
-	6,  // 5: nixmox.v1.PlanResponse.steps:type_name -> nixmox.v1.PlannedStep
-	9,  // 6: nixmox.v1.StatusResponse.services:type_name -> nixmox.v1.ServiceStatus
-	25, // 7: nixmox.v1.ServiceStatus.health:type_name -> nixmox.v1.Health
-	24, // 8: nixmox.v1.ServiceStatus.last_result:type_name -> nixmox.v1.StepState
-	23, // 9: nixmox.v1.ServiceStatus.last_report:type_name -> google.protobuf.Timestamp
-	3,  // 10: nixmox.v1.WatchResponse.event:type_name -> nixmox.v1.RolloutEvent
-	14, // 11: nixmox.v1.HistoryResponse.rollouts:type_name -> nixmox.v1.RolloutSummary
-	23, // 12: nixmox.v1.RolloutSummary.started:type_name -> google.protobuf.Timestamp
-	23, // 13: nixmox.v1.RolloutSummary.finished:type_name -> google.protobuf.Timestamp
-	3,  // 14: nixmox.v1.LogsResponse.event:type_name -> nixmox.v1.RolloutEvent
-	3,  // 15: nixmox.v1.RollbackResponse.event:type_name -> nixmox.v1.RolloutEvent
-	1,  // 16: nixmox.v1.ControlService.Apply:input_type -> nixmox.v1.ApplyRequest
-	4,  // 17: nixmox.v1.ControlService.Plan:input_type -> nixmox.v1.PlanRequest
-	7,  // 18: nixmox.v1.ControlService.Status:input_type -> nixmox.v1.StatusRequest
-	10, // 19: nixmox.v1.ControlService.Watch:input_type -> nixmox.v1.WatchRequest
-	12, // 20: nixmox.v1.ControlService.History:input_type -> nixmox.v1.HistoryRequest
-	15, // 21: nixmox.v1.ControlService.Logs:input_type -> nixmox.v1.LogsRequest
-	17, // 22: nixmox.v1.ControlService.Rollback:input_type -> nixmox.v1.RollbackRequest
-	19, // 23: nixmox.v1.ControlService.Unlock:input_type -> nixmox.v1.UnlockRequest
-	21, // 24: nixmox.v1.ControlService.IssueToken:input_type -> nixmox.v1.IssueTokenRequest
-	2,  // 25: nixmox.v1.ControlService.Apply:output_type -> nixmox.v1.ApplyResponse
-	5,  // 26: nixmox.v1.ControlService.Plan:output_type -> nixmox.v1.PlanResponse
-	8,  // 27: nixmox.v1.ControlService.Status:output_type -> nixmox.v1.StatusResponse
-	11, // 28: nixmox.v1.ControlService.Watch:output_type -> nixmox.v1.WatchResponse
-	13, // 29: nixmox.v1.ControlService.History:output_type -> nixmox.v1.HistoryResponse
-	16, // 30: nixmox.v1.ControlService.Logs:output_type -> nixmox.v1.LogsResponse
-	18, // 31: nixmox.v1.ControlService.Rollback:output_type -> nixmox.v1.RollbackResponse
-	20, // 32: nixmox.v1.ControlService.Unlock:output_type -> nixmox.v1.UnlockResponse
-	22, // 33: nixmox.v1.ControlService.IssueToken:output_type -> nixmox.v1.IssueTokenResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	2,  // 0: nixmox.v1.OutputsResponse.outputs:type_name -> nixmox.v1.Output
+	3,  // 1: nixmox.v1.ApplyRequest.selection:type_name -> nixmox.v1.Selection
+	6,  // 2: nixmox.v1.ApplyResponse.event:type_name -> nixmox.v1.RolloutEvent
+	26, // 3: nixmox.v1.RolloutEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 4: nixmox.v1.RolloutEvent.state:type_name -> nixmox.v1.StepState
+	3,  // 5: nixmox.v1.PlanRequest.selection:type_name -> nixmox.v1.Selection
+	9,  // 6: nixmox.v1.PlanResponse.steps:type_name -> nixmox.v1.PlannedStep
+	12, // 7: nixmox.v1.StatusResponse.services:type_name -> nixmox.v1.ServiceStatus
+	28, // 8: nixmox.v1.ServiceStatus.health:type_name -> nixmox.v1.Health
+	27, // 9: nixmox.v1.ServiceStatus.last_result:type_name -> nixmox.v1.StepState
+	26, // 10: nixmox.v1.ServiceStatus.last_report:type_name -> google.protobuf.Timestamp
+	6,  // 11: nixmox.v1.WatchResponse.event:type_name -> nixmox.v1.RolloutEvent
+	17, // 12: nixmox.v1.HistoryResponse.rollouts:type_name -> nixmox.v1.RolloutSummary
+	26, // 13: nixmox.v1.RolloutSummary.started:type_name -> google.protobuf.Timestamp
+	26, // 14: nixmox.v1.RolloutSummary.finished:type_name -> google.protobuf.Timestamp
+	6,  // 15: nixmox.v1.LogsResponse.event:type_name -> nixmox.v1.RolloutEvent
+	6,  // 16: nixmox.v1.RollbackResponse.event:type_name -> nixmox.v1.RolloutEvent
+	4,  // 17: nixmox.v1.ControlService.Apply:input_type -> nixmox.v1.ApplyRequest
+	7,  // 18: nixmox.v1.ControlService.Plan:input_type -> nixmox.v1.PlanRequest
+	10, // 19: nixmox.v1.ControlService.Status:input_type -> nixmox.v1.StatusRequest
+	13, // 20: nixmox.v1.ControlService.Watch:input_type -> nixmox.v1.WatchRequest
+	15, // 21: nixmox.v1.ControlService.History:input_type -> nixmox.v1.HistoryRequest
+	18, // 22: nixmox.v1.ControlService.Logs:input_type -> nixmox.v1.LogsRequest
+	20, // 23: nixmox.v1.ControlService.Rollback:input_type -> nixmox.v1.RollbackRequest
+	22, // 24: nixmox.v1.ControlService.Unlock:input_type -> nixmox.v1.UnlockRequest
+	24, // 25: nixmox.v1.ControlService.IssueToken:input_type -> nixmox.v1.IssueTokenRequest
+	0,  // 26: nixmox.v1.ControlService.Outputs:input_type -> nixmox.v1.OutputsRequest
+	5,  // 27: nixmox.v1.ControlService.Apply:output_type -> nixmox.v1.ApplyResponse
+	8,  // 28: nixmox.v1.ControlService.Plan:output_type -> nixmox.v1.PlanResponse
+	11, // 29: nixmox.v1.ControlService.Status:output_type -> nixmox.v1.StatusResponse
+	14, // 30: nixmox.v1.ControlService.Watch:output_type -> nixmox.v1.WatchResponse
+	16, // 31: nixmox.v1.ControlService.History:output_type -> nixmox.v1.HistoryResponse
+	19, // 32: nixmox.v1.ControlService.Logs:output_type -> nixmox.v1.LogsResponse
+	21, // 33: nixmox.v1.ControlService.Rollback:output_type -> nixmox.v1.RollbackResponse
+	23, // 34: nixmox.v1.ControlService.Unlock:output_type -> nixmox.v1.UnlockResponse
+	25, // 35: nixmox.v1.ControlService.IssueToken:output_type -> nixmox.v1.IssueTokenResponse
+	1,  // 36: nixmox.v1.ControlService.Outputs:output_type -> nixmox.v1.OutputsResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_nixmox_v1_control_proto_init() }
@@ -1552,7 +1734,7 @@ func file_nixmox_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixmox_v1_control_proto_rawDesc), len(file_nixmox_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	ControlService_Rollback_FullMethodName   = "/nixmox.v1.ControlService/Rollback"
 	ControlService_Unlock_FullMethodName     = "/nixmox.v1.ControlService/Unlock"
 	ControlService_IssueToken_FullMethodName = "/nixmox.v1.ControlService/IssueToken"
+	ControlService_Outputs_FullMethodName    = "/nixmox.v1.ControlService/Outputs"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -59,6 +60,9 @@ type ControlServiceClient interface {
 	Unlock(ctx context.Context, in *UnlockRequest, opts ...grpc.CallOption) (*UnlockResponse, error)
 	// IssueToken creates a one-time enrollment token for a service's agent.
 	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
+	// Outputs lists the Terraform outputs stored at the last apply of each
+	// root; sensitive values are never sent, only marked.
+	Outputs(ctx context.Context, in *OutputsRequest, opts ...grpc.CallOption) (*OutputsResponse, error)
 }
 
 type controlServiceClient struct {
@@ -195,6 +199,16 @@ func (c *controlServiceClient) IssueToken(ctx context.Context, in *IssueTokenReq
 	return out, nil
 }
 
+func (c *controlServiceClient) Outputs(ctx context.Context, in *OutputsRequest, opts ...grpc.CallOption) (*OutputsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OutputsResponse)
+	err := c.cc.Invoke(ctx, ControlService_Outputs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -224,6 +238,9 @@ type ControlServiceServer interface {
 	Unlock(context.Context, *UnlockRequest) (*UnlockResponse, error)
 	// IssueToken creates a one-time enrollment token for a service's agent.
 	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
+	// Outputs lists the Terraform outputs stored at the last apply of each
+	// root; sensitive values are never sent, only marked.
+	Outputs(context.Context, *OutputsRequest) (*OutputsResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -260,6 +277,9 @@ func (UnimplementedControlServiceServer) Unlock(context.Context, *UnlockRequest)
 }
 func (UnimplementedControlServiceServer) IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueToken not implemented")
+}
+func (UnimplementedControlServiceServer) Outputs(context.Context, *OutputsRequest) (*OutputsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Outputs not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -416,6 +436,24 @@ func _ControlService_IssueToken_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_Outputs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OutputsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).Outputs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_Outputs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).Outputs(ctx, req.(*OutputsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -442,6 +480,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueToken",
 			Handler:    _ControlService_IssueToken_Handler,
+		},
+		{
+			MethodName: "Outputs",
+			Handler:    _ControlService_Outputs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
