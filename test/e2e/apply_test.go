@@ -262,6 +262,25 @@ func TestSecondApplyIsRefused(t *testing.T) {
 	queued.await(t, 0, `: 3 unchanged`)
 }
 
+// restartable returns a loopback agent address that stays the same across
+// restarts (agents keep the address they were started with) and a func
+// that starts nixmox-server on it, with its state in dir/server, and waits
+// until it serves.
+func restartable(t *testing.T, dir, socket string) (addr string, serve func() *proc) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = lis.Addr().String()
+	lis.Close()
+	return addr, func() *proc {
+		p := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", addr, "--socket", socket)
+		p.await(t, 0, `serving: agents=`)
+		return p
+	}
+}
+
 // TestServerKilledMidRollout SIGKILLs the server while an agent is still
 // checking a generation; the restarted server resumes the rollout, skips
 // what had succeeded, confirms the generation once the agent reports it
@@ -272,17 +291,7 @@ func TestServerKilledMidRollout(t *testing.T) {
 	}
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	serve := func() *proc {
-		p := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", addr, "--socket", socket)
-		p.await(t, 0, `serving: agents=`)
-		return p
-	}
+	addr, serve := restartable(t, dir, socket)
 	srv := serve()
 	for _, svc := range []string{"a", "b"} {
 		enroll := filepath.Join(dir, "enroll-"+svc+".json")
@@ -353,18 +362,8 @@ func TestServerKilledAtManyPoints(t *testing.T) {
 	}
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
 	stateDir := filepath.Join(dir, "server")
-	serve := func() *proc {
-		p := run(t, "nixmox-server", "serve", "--state-dir", stateDir, "--listen", addr, "--socket", socket)
-		p.await(t, 0, `serving: agents=`)
-		return p
-	}
+	addr, serve := restartable(t, dir, socket)
 	srv := serve()
 	services := []string{"a", "b", "c", "d", "e"}
 	needs := map[string]string{"b": `["a"]`, "c": `["b"]`, "d": `["a"]`, "e": `["d"]`}
