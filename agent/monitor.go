@@ -17,8 +17,9 @@ type Transition struct {
 // Monitor runs the liveness check every interval until ctx ends, and calls
 // report on every transition: unhealthy after Retries+1 failures in a row,
 // healthy again at the first success. The first result is always reported.
-// tick is the clock (nil means time.After); now measures latency.
-func Monitor(ctx context.Context, s health.Spec, p health.Prober, tick func(time.Duration) <-chan time.Time, report func(Transition)) {
+// tick is the clock (nil means time.After); now measures latency. sample,
+// if not nil, is told every result.
+func Monitor(ctx context.Context, s health.Spec, p health.Prober, tick func(time.Duration) <-chan time.Time, report func(Transition), sample func(ok bool, latency time.Duration)) {
 	if s.Liveness == "" {
 		return
 	}
@@ -36,6 +37,9 @@ func Monitor(ctx context.Context, s health.Spec, p health.Prober, tick func(time
 		latency := time.Since(start)
 		if ctx.Err() != nil {
 			return
+		}
+		if sample != nil {
+			sample(err == nil, latency)
 		}
 		switch {
 		case err == nil:

@@ -39,9 +39,15 @@ func TestMonitorReportsTransitions(t *testing.T) {
 		c <- time.Time{}
 		return c
 	}
-	var got []string
+	var got, samples []string
 	agent.Monitor(ctx, health.Spec{Liveness: "check", Interval: 15 * time.Second, Timeout: time.Second, Retries: 2}, p, tick,
-		func(tr agent.Transition) { got = append(got, fmt.Sprint(tr.Healthy)) })
+		func(tr agent.Transition) { got = append(got, fmt.Sprint(tr.Healthy)) },
+		func(ok bool, _ time.Duration) { samples = append(samples, fmt.Sprint(ok)) })
+	// Every result is a sample (the last one comes as the monitor stops).
+	want := strings.Fields(strings.NewReplacer("ok", "true", "fail", "false").Replace(results))
+	if strings.Join(samples, " ") != strings.Join(want[:len(want)-1], " ") {
+		t.Errorf("samples %v for checks %s", samples, results)
+	}
 	// ok → healthy; two failures are within retries; four in a row →
 	// unhealthy at the third; ok → healthy.
 	if strings.Join(got, " ") != "true false true" {

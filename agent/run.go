@@ -309,6 +309,13 @@ func (st *state) monitor(ctx context.Context, spec health.Spec) {
 		st.mu.Unlock()
 		st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
 			Check: "liveness", Health: h, Output: truncate(tr.Output, 1024), Latency: durationpb.New(tr.Latency)}}})
+	}, func(ok bool, latency time.Duration) {
+		h := nixmoxv1.Health_HEALTH_UNHEALTHY
+		if ok {
+			h = nixmoxv1.Health_HEALTH_HEALTHY
+		}
+		st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Health{Health: &nixmoxv1.HealthReport{
+			Check: "liveness", Health: h, Latency: durationpb.New(latency), Sample: true}}})
 	})
 }
 

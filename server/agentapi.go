@@ -35,6 +35,8 @@ type AgentAPI struct {
 	Log   hclog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics, if set, counts the agents' check latencies.
+	Metrics *Metrics
 
 	mu      sync.Mutex
 	streams map[string]*agentStream
@@ -206,6 +208,10 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 	switch m := msg.GetMessage().(type) {
 	case *nixmoxv1.ConnectRequest_Health:
 		h := m.Health
+		if h.GetSample() {
+			a.Metrics.checkSample(svc, h.GetCheck(), h.GetLatency().AsDuration())
+			return
+		}
 		a.Log.Info("health", "service", svc, "check", h.GetCheck(), "health", h.GetHealth())
 		if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: h.GetCheck(), Health: h.GetHealth().String(), Output: h.GetOutput()}); err != nil {
 			a.Log.Error("recording health", "service", svc, "error", err)

@@ -86,6 +86,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
 	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
 	serve.Flags().StringVar(&cfg.ControlListen, "control-listen", "", "also serve the control API here over mutual TLS, to nixmox-cli certificates only (see cli-cert)")
+	serve.Flags().StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:9464", "serve the read-only status page and /metrics here (\"\" to disable)")
 	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
 	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist) or local (network namespaces on this machine; root)")
 	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")

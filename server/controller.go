@@ -58,6 +58,8 @@ type Controller struct {
 	WorkDir string
 	// Secrets seals sensitive outputs in the store; nil refuses them.
 	Secrets *seal.Key
+	// Metrics, if set, counts rollouts and steps.
+	Metrics *Metrics
 	// ConfirmTimeout is sent to agents; 0 means 30 s.
 	ConfirmTimeout time.Duration
 	// CacheDir is the signed file binary cache closures are copied into and
@@ -314,6 +316,7 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 			return c.fingerprint(ctx, j, phase[st.ID])
 		},
 		OnEvent: func(e rollout.Event) {
+			c.Metrics.stepEvent(e.Step, e.State, time.Now())
 			log.Info("step", "step", e.Step, "state", e.State, "cause", e.Cause)
 			emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Step: e.Step, State: stateOf(e.State), Message: e.Cause})
 		},
@@ -323,6 +326,7 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 	}, opts)
 	summary := summarize(res)
 	r.Finished, r.OK, r.Summary = time.Now(), res.OK && err == nil, summary
+	c.Metrics.rolloutDone(r.OK, r.Finished.Sub(r.Started))
 	if rerr := c.Store.PutRollout(r); rerr != nil && err == nil {
 		err = rerr
 	}

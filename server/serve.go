@@ -62,6 +62,9 @@ type Config struct {
 	// in the server's work directory), configured by its environment
 	// variables (for pg: PG_CONN_STR).
 	TerraformBackend string
+	// HTTPListen, if set, serves the status page and /metrics there (read
+	// only; loopback by default).
+	HTTPListen string
 	// ConfirmTimeout is how long an agent waits for confirmation of a
 	// healthy generation (0 = 30 s).
 	ConfirmTimeout time.Duration
@@ -115,7 +118,16 @@ func Serve(ctx context.Context, cfg Config) error {
 		WorkDir: filepath.Join(cfg.StateDir, "work"), Secrets: secrets, ConfirmTimeout: cfg.ConfirmTimeout,
 		Terraform: &terraform.Runner{Binary: cfg.Terraform, Backend: cfg.TerraformBackend,
 			PluginCacheDir: filepath.Join(cfg.StateDir, "work", "plugins")}}
-	nixmoxv1.RegisterControlServiceServer(controlSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
+	control := &ControlAPI{Store: st, Agents: agents, Controller: controller}
+	nixmoxv1.RegisterControlServiceServer(controlSrv, control)
+	metrics := NewMetrics(func(ctx context.Context) ([]*nixmoxv1.ServiceStatus, error) {
+		resp, err := control.Status(ctx, &nixmoxv1.StatusRequest{})
+		return resp.GetServices(), err
+	}, func() bool {
+		holder, _ := st.LockHolder()
+		return holder != ""
+	})
+	agents.Metrics, controller.Metrics = metrics, metrics
 
 	agentLis, err := net.Listen("tcp", cfg.AgentListen)
 	if err != nil {
@@ -185,6 +197,19 @@ func Serve(ctx context.Context, cfg Config) error {
 		nixmoxv1.RegisterControlServiceServer(remoteSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
 		go func() { errs <- remoteSrv.Serve(remoteLis) }()
 		log.Info("remote control", "address", remoteLis.Addr().String())
+	}
+	if cfg.HTTPListen != "" {
+		httpLis, err := net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			agentLis.Close()
+			controlLis.Close()
+			return err
+		}
+		page := &StatusPage{Control: control, Store: st, Metrics: metrics, Scraped: func() { log.Debug("metrics scraped") }}
+		httpSrv := &http.Server{Handler: page.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errs <- httpSrv.Serve(httpLis) }()
+		defer httpSrv.Close()
+		log.Info("status page", "url", "http://"+httpLis.Addr().String()+"/")
 	}
 	go func() { errs <- agentSrv.Serve(agentLis) }()
 	go func() { errs <- controlSrv.Serve(controlLis) }()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +57,15 @@ type proc struct {
 
 func run(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(bin, name), args...), more: make(chan struct{}), done: make(chan struct{})}
+	if name == "nixmox-server" && len(args) > 0 && args[0] == "serve" && !slices.Contains(args, "--http-listen") {
+		// Servers run side by side: each its own status page port.
+		args = append(args, "--http-listen", "127.0.0.1:0")
+	}
+	path := filepath.Join(bin, name)
+	if !strings.HasPrefix(name, "nixmox-") {
+		path = name // another program, from PATH
+	}
+	p := &proc{name: name, cmd: exec.Command(path, args...), more: make(chan struct{}), done: make(chan struct{})}
 	// stdout and stderr both: logs go to stderr, nixmox-cli's lines to stdout.
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -483,7 +483,8 @@ func (x *StageReport) GetLog() string {
 	return ""
 }
 
-// HealthReport reports a health check's result when it changes.
+// HealthReport reports a health check's result when it changes, and (as a
+// sample) every result, for the check latency metrics.
 type HealthReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// check is startup, liveness or readiness.
@@ -493,7 +494,10 @@ type HealthReport struct {
 	// output of the check, truncated.
 	Output string `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
 	// latency of the check.
-	Latency       *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
+	Latency *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
+	// sample marks a periodic result that is not a change: it is counted in
+	// the latency metrics, not stored.
+	Sample        bool `protobuf:"varint,5,opt,name=sample,proto3" json:"sample,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +558,13 @@ func (x *HealthReport) GetLatency() *durationpb.Duration {
 		return x.Latency
 	}
 	return nil
+}
+
+func (x *HealthReport) GetSample() bool {
+	if x != nil {
+		return x.Sample
+	}
+	return false
 }
 
 // ConnectResponse is one message from the server.
@@ -982,12 +993,13 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x03R\n" +
 	"generation\x12&\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x10.nixmox.v1.StageR\x05stage\x12\x10\n" +
-	"\x03log\x18\x03 \x01(\tR\x03log\"\x9c\x01\n" +
+	"\x03log\x18\x03 \x01(\tR\x03log\"\xb4\x01\n" +
 	"\fHealthReport\x12\x14\n" +
 	"\x05check\x18\x01 \x01(\tR\x05check\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12\x16\n" +
 	"\x06output\x18\x03 \x01(\tR\x06output\x123\n" +
-	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\xb6\x01\n" +
+	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x16\n" +
+	"\x06sample\x18\x05 \x01(\bR\x06sample\"\xb6\x01\n" +
 	"\x0fConnectResponse\x128\n" +
 	"\adesired\x18\x01 \x01(\v2\x1c.nixmox.v1.DesiredGenerationH\x00R\adesired\x12.\n" +
 	"\asecrets\x18\x02 \x01(\v2\x12.nixmox.v1.SecretsH\x00R\asecrets\x12.\n" +
