@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,34 @@ type ControlAPI struct {
 	Agents     *AgentAPI
 	Controller *Controller
 	Now        func() time.Time
+
+	mu            sync.Mutex
+	parsed        *manifest.Manifest // the newest stored manifest, decoded
+	parsedVersion uint64
+}
+
+// enabled returns the names of the newest stored manifest's enabled
+// services (none before the first apply). The decoded manifest is kept
+// until a newer version is stored: status is asked for often.
+func (c *ControlAPI) enabled() []string {
+	sm, err := c.Store.Manifest(0)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.parsed == nil || c.parsedVersion != sm.Version {
+		m, err := manifest.Parse(sm.JSON, manifest.FormatJSON, sm.File)
+		if err != nil {
+			return nil
+		}
+		c.parsed, c.parsedVersion = m, sm.Version
+	}
+	var names []string
+	for _, s := range c.parsed.Enabled() {
+		names = append(names, s.Name)
+	}
+	return names
 }
 
 // Apply runs a rollout and streams its events. A second Apply while one
@@ -88,14 +117,10 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 	for _, a := range agents {
 		names[a.Service] = true
 	}
-	if sm, err := c.Store.Manifest(0); err == nil {
-		if m, err := manifest.Parse(sm.JSON, manifest.FormatJSON, sm.File); err == nil {
-			for _, s := range m.Enabled() {
-				names[s.Name] = true
-			}
-		}
+	for _, name := range c.enabled() {
+		names[name] = true
 	}
-	last, err := c.lastResults()
+	last, err := c.lastResults(names)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -136,21 +161,25 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 }
 
 // lastResults is, per service, the state of its verify step in the newest
-// rollout that ran it (not one where it was unchanged).
-func (c *ControlAPI) lastResults() (map[string]nixmoxv1.StepState, error) {
+// rollout that ran it (not one where it was unchanged). It reads rollouts
+// newest first and stops once every service has one.
+func (c *ControlAPI) lastResults(names map[string]bool) (map[string]nixmoxv1.StepState, error) {
 	rs, err := c.Store.Rollouts(50)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]nixmoxv1.StepState{}
 	for _, r := range rs { // newest first
+		if len(out) == len(names) {
+			break
+		}
 		steps, err := c.Store.Steps(r.ID)
 		if err != nil {
 			return nil, err
 		}
 		for id, st := range steps {
 			svc, ok := strings.CutPrefix(id, "verify:")
-			if !ok {
+			if !ok || !names[svc] {
 				continue
 			}
 			// Unchanged is not a result: the one that made it so is.

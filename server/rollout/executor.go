@@ -191,15 +191,18 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 	var batch []store.StepRecord
 	var events []Event
 	var storeErr error
+	started := make([]time.Time, len(steps)) // when each step began running
 	note := func(i int, st State, attempts int, fp, cause string) {
 		rec := store.StepRecord{ID: steps[i].ID, State: string(st), Attempts: attempts, Error: cause}
 		if st == Succeeded || st == Skipped {
 			rec.Fingerprint = fp
 		}
 		if st == Running {
-			rec.Started = opts.Now()
+			started[i] = opts.Now()
+			rec.Started = started[i]
 		} else {
-			rec.Finished = opts.Now()
+			// The final record replaces the running one: it keeps both times.
+			rec.Started, rec.Finished = started[i], opts.Now()
 		}
 		batch = append(batch, rec)
 		events = append(events, Event{Step: steps[i].ID, State: st, Attempt: attempts, Cause: cause})
