@@ -1,0 +1,2 @@
+# The nixmox NixOS modules: import this in each container's configuration.
+{ imports = [ ./agent.nix ]; }
