@@ -230,6 +230,20 @@ func (c *Controller) dryRun(ctx context.Context, req *nixmoxv1.ApplyRequest, m *
 		e := &nixmoxv1.RolloutEvent{Time: timestamppb.Now(), Step: s.ID}
 		if req.GetForce() || fp == "" || fp != last {
 			e.State, e.Message = nixmoxv1.StepState_STEP_STATE_PENDING, "would run"
+			if s.Phase == plan.TFInfra && c.Provider != nil {
+				// What the provider would change, container by container.
+				if live, err := c.Provider.Observe(ctx, m, p.Services); err == nil {
+					var changes []string
+					for _, l := range strings.Split(strings.TrimSpace(live), "\n") {
+						if l != "" && !strings.HasSuffix(l, ": []") && !strings.Contains(l, "agent=true") {
+							changes = append(changes, l)
+						}
+					}
+					if len(changes) > 0 {
+						e.Message += ": " + strings.Join(changes, "; ")
+					}
+				}
+			}
 			run++
 		} else {
 			e.State = nixmoxv1.StepState_STEP_STATE_SKIPPED

@@ -22,6 +22,7 @@ import (
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/local"
+	"github.com/nixmox/nixmox/server/proxmox"
 	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/store"
 	"github.com/nixmox/nixmox/server/terraform"
@@ -48,6 +49,8 @@ type Config struct {
 	// Provider makes containers: "" or "none" (they exist already) or
 	// "local" (network namespaces on this machine; needs root).
 	Provider string
+	// Proxmox configures the proxmox provider.
+	Proxmox proxmox.Config
 	// LocalBridge is the local provider's bridge ("" = nixmox0).
 	LocalBridge string
 	// LocalNetnsPrefix starts the local containers' namespace names
@@ -139,9 +142,13 @@ func Serve(ctx context.Context, cfg Config) error {
 		_, port, _ := net.SplitHostPort(agentLis.Addr().String())
 		p, _ := strconv.Atoi(port)
 		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, DataDir: cfg.LocalDataDir, NetnsPrefix: cfg.LocalNetnsPrefix, ServerPort: p}
+	case "proxmox":
+		pc := cfg.Proxmox
+		pc.Dir = filepath.Join(cfg.StateDir, "proxmox")
+		controller.Provider = proxmox.New(pc)
 	default:
 		agentLis.Close()
-		return fmt.Errorf("unknown provider %q: none or local", cfg.Provider)
+		return fmt.Errorf("unknown provider %q: none, local or proxmox", cfg.Provider)
 	}
 	if err := os.Remove(cfg.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

@@ -1,0 +1,190 @@
+package proxmox
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// fakeProxmox is an HTTP fake of the Proxmox VE API endpoints the
+// provider uses (no Proxmox can run here), built from the API's documented
+// request and response shapes (https://pve.proxmox.com/pve-docs/api-viewer/):
+// every answer is {"data": ...}; changes run as tasks whose UPID is
+// returned and whose status is polled. It keeps LXC configs as the API's
+// key=value strings.
+type fakeProxmox struct {
+	mu         sync.Mutex
+	node       string
+	containers map[int]*fakeCT
+	requests   []string // "METHOD path" in order
+	failCreate int      // vmid whose create task fails
+	token      string   // the Authorization header it accepts
+	tasks      map[string]string // UPID -> exit status
+	taskN      int
+}
+
+type fakeCT struct {
+	config map[string]string
+	status string
+}
+
+func newFake(node, token string) *fakeProxmox {
+	return &fakeProxmox{node: node, containers: map[int]*fakeCT{}, token: token, tasks: map[string]string{}}
+}
+
+var fakeRoutes = regexp.MustCompile(`^/api2/json(/.*)$`)
+
+func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := fakeRoutes.FindStringSubmatch(r.URL.Path)
+	if m == nil {
+		http.NotFound(w, r)
+		return
+	}
+	path := m[1]
+	f.requests = append(f.requests, r.Method+" "+path)
+	if r.Header.Get("Authorization") != "PVEAPIToken="+f.token {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	_ = r.ParseForm()
+	reply := func(data any) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"data": data})
+	}
+	fail := func(code int, msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": msg + "\n"})
+	}
+	task := func(kind string, vmid int, ok bool) {
+		status := "OK"
+		if !ok {
+			status = "command failed: unable to create CT " + strconv.Itoa(vmid)
+		}
+		// UPID:node:pid:pstart:starttime:type:id:user: (the API's format)
+		f.taskN++
+		upid := fmt.Sprintf("UPID:%s:%08X:%08X:6748A000:%s:%d:root@pam!nixmox:", f.node, 4000+f.taskN, 9000+f.taskN, kind, vmid)
+		f.tasks[upid] = status
+		reply(upid)
+	}
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case r.Method == http.MethodGet && path == "/version":
+		reply(map[string]any{"version": "8.3.0", "release": "8.3", "repoid": "fake"})
+	case r.Method == http.MethodGet && path == "/cluster/resources":
+		out := []map[string]any{}
+		for id, ct := range f.containers {
+			out = append(out, map[string]any{"id": fmt.Sprintf("lxc/%d", id), "type": "lxc", "vmid": id, "node": f.node,
+				"status": ct.status, "name": ct.config["hostname"], "maxmem": 0, "template": 0})
+		}
+		reply(out)
+	case len(parts) == 5 && parts[0] == "nodes" && parts[2] == "tasks" && parts[4] == "status" && r.Method == http.MethodGet:
+		upid, _ := url.PathUnescape(parts[3])
+		exit, ok := f.tasks[upid]
+		if !ok {
+			fail(500, "no such task "+upid)
+			return
+		}
+		reply(map[string]any{"status": "stopped", "exitstatus": exit, "upid": upid, "node": f.node})
+	case len(parts) == 3 && parts[0] == "nodes" && parts[2] == "lxc" && r.Method == http.MethodPost:
+		id, _ := strconv.Atoi(r.PostForm.Get("vmid"))
+		if _, ok := f.containers[id]; ok {
+			fail(500, fmt.Sprintf("CT %d already exists on node '%s'", id, f.node))
+			return
+		}
+		if id == f.failCreate {
+			task("vzcreate", id, false)
+			return
+		}
+		ct := &fakeCT{config: map[string]string{}, status: "stopped"}
+		for k, v := range r.PostForm {
+			switch k {
+			case "vmid", "ostemplate", "ssh-public-keys", "start", "password", "storage", "pool":
+				continue
+			}
+			ct.config[k] = v[0]
+		}
+		// A new root filesystem "STORAGE:GiB" becomes a volume, as Proxmox
+		// allocates it.
+		if rootfs := ct.config["rootfs"]; rootfs != "" {
+			storage, size, _ := strings.Cut(rootfs, ":")
+			ct.config["rootfs"] = fmt.Sprintf("%s:vm-%d-disk-0,size=%sG", storage, id, size)
+		}
+		ct.config["arch"] = "amd64"
+		ct.config["ostype"] = "nixos"
+		ct.config["digest"] = "0000000000000000000000000000000000000000"
+		f.containers[id] = ct
+		task("vzcreate", id, true)
+	case len(parts) >= 4 && parts[0] == "nodes" && parts[2] == "lxc":
+		id, _ := strconv.Atoi(parts[3])
+		ct, ok := f.containers[id]
+		if !ok {
+			fail(500, fmt.Sprintf("Configuration file 'nodes/%s/lxc/%d.conf' does not exist", f.node, id))
+			return
+		}
+		rest := strings.Join(parts[4:], "/")
+		switch {
+		case rest == "config" && r.Method == http.MethodGet:
+			// Integer and boolean keys are JSON numbers, as the API gives them.
+			out := map[string]any{}
+			for k, v := range ct.config {
+				if n, err := strconv.Atoi(v); err == nil && k != "digest" {
+					out[k] = n
+				} else {
+					out[k] = v
+				}
+			}
+			reply(out)
+		case rest == "config" && (r.Method == http.MethodPut || r.Method == http.MethodPost):
+			for k, v := range r.PostForm {
+				if k == "delete" {
+					for _, d := range strings.Split(v[0], ",") {
+						delete(ct.config, d)
+					}
+					continue
+				}
+				if k == "digest" {
+					continue
+				}
+				ct.config[k] = v[0]
+			}
+			reply(nil)
+		case rest == "resize" && r.Method == http.MethodPut:
+			vol, _, _ := strings.Cut(ct.config[r.PostForm.Get("disk")], ",")
+			ct.config[r.PostForm.Get("disk")] = vol + ",size=" + strings.TrimPrefix(r.PostForm.Get("size"), "+")
+			task("resize", id, true)
+		case rest == "pending" && r.Method == http.MethodGet:
+			out := []map[string]any{}
+			for k, v := range ct.config {
+				out = append(out, map[string]any{"key": k, "value": v})
+			}
+			reply(out)
+		case rest == "status/current" && r.Method == http.MethodGet:
+			reply(map[string]any{"status": ct.status, "vmid": id, "name": ct.config["hostname"]})
+		case rest == "status/start" && r.Method == http.MethodPost:
+			ct.status = "running"
+			task("vzstart", id, true)
+		case (rest == "status/stop" || rest == "status/shutdown") && r.Method == http.MethodPost:
+			ct.status = "stopped"
+			task("vzstop", id, true)
+		case rest == "" && r.Method == http.MethodDelete:
+			if ct.status == "running" {
+				fail(500, fmt.Sprintf("CT %d is running - destroy failed", id))
+				return
+			}
+			delete(f.containers, id)
+			task("vzdestroy", id, true)
+		default:
+			fail(501, "the fake does not implement "+r.Method+" "+path)
+		}
+	default:
+		fail(501, "the fake does not implement "+r.Method+" "+path)
+	}
+}

@@ -1,0 +1,476 @@
+// Package proxmox is the container provider for Proxmox VE: it creates,
+// updates, starts, stops and destroys the manifest's LXC containers through
+// the Proxmox API with github.com/Telmate/proxmox-api-go, and hands each new
+// container its agent's enrollment file.
+package proxmox
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	pve "github.com/Telmate/proxmox-api-go/proxmox"
+
+	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/server/provider"
+)
+
+// Config is how the provider reaches Proxmox and what it makes.
+type Config struct {
+	// URL is the API's base, e.g. https://pve.home.arpa:8006/api2/json.
+	URL string
+	// TokenID is USER@REALM!NAME; the secret is read from TokenFile, or
+	// the environment variable PROXMOX_TOKEN_SECRET, never from flags.
+	TokenID   string
+	TokenFile string
+	// CAFile, if set, is the CA that signed the API's certificate (TLS is
+	// always verified).
+	CAFile string
+	// Node is the cluster node containers are made on.
+	Node string
+	// Storage holds the root filesystems (e.g. local-lvm).
+	Storage string
+	// Template is the NixOS LXC template, e.g.
+	// local:vztmpl/nixos-24.11-x86_64-linux.tar.xz.
+	Template string
+	// Bridge is the host bridge of net0 (e.g. vmbr0).
+	Bridge string
+	// Push delivers a host file into a container: argv before
+	// VMID SRC DST; default `pct push`. The file's content never reaches a
+	// command line or a log.
+	Push []string
+	// Dir holds the provider's inventory.
+	Dir string
+	// HTTPClient, if set, is used as is (tests).
+	HTTPClient *http.Client
+}
+
+// Provider is the Proxmox provider.
+type Provider struct {
+	cfg Config
+
+	once   sync.Once
+	client *pve.Client
+	err    error
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// New returns a provider for cfg.
+func New(cfg Config) *Provider {
+	if len(cfg.Push) == 0 {
+		cfg.Push = []string{"pct", "push"}
+	}
+	return &Provider{cfg: cfg}
+}
+
+// Name implements provider.Provider.
+func (p *Provider) Name() string { return "proxmox" }
+
+func (p *Provider) connect() (*pve.Client, error) {
+	p.once.Do(func() {
+		secret := os.Getenv("PROXMOX_TOKEN_SECRET")
+		if p.cfg.TokenFile != "" {
+			data, err := os.ReadFile(p.cfg.TokenFile)
+			if err != nil {
+				p.err = fmt.Errorf("the Proxmox API token: %w", err)
+				return
+			}
+			secret = strings.TrimSpace(string(data))
+		}
+		if p.cfg.TokenID == "" || secret == "" {
+			p.err = errors.New("the Proxmox provider needs an API token: --proxmox-token-id and --proxmox-token-file (or PROXMOX_TOKEN_SECRET)")
+			return
+		}
+		tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+		if p.cfg.CAFile != "" {
+			pem, err := os.ReadFile(p.cfg.CAFile)
+			if err != nil {
+				p.err = err
+				return
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				p.err = fmt.Errorf("%s holds no certificate", p.cfg.CAFile)
+				return
+			}
+			tlsConf.RootCAs = pool
+		}
+		client, err := pve.NewClient(p.cfg.URL, p.cfg.HTTPClient, "", tlsConf, "", 300, false)
+		if err != nil {
+			p.err = err
+			return
+		}
+		var token pve.ApiToken
+		if err := token.Parse(p.cfg.TokenID + "=" + secret); err != nil {
+			p.err = fmt.Errorf("the Proxmox API token id %q: %w", p.cfg.TokenID, err)
+			return
+		}
+		client.SetAPIToken(token)
+		p.client = client
+	})
+	return p.client, p.err
+}
+
+// inventory is what the provider created: vmid by service.
+type inventory struct {
+	Containers map[string]int `json:"containers"`
+}
+
+func (p *Provider) load() (*inventory, error) {
+	inv := &inventory{Containers: map[string]int{}}
+	data, err := os.ReadFile(filepath.Join(p.cfg.Dir, "inventory.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return inv, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, inv); err != nil {
+		return nil, err
+	}
+	if inv.Containers == nil {
+		inv.Containers = map[string]int{}
+	}
+	return inv, nil
+}
+
+func (p *Provider) save(inv *inventory) error {
+	if err := os.MkdirAll(p.cfg.Dir, 0o700); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(inv, "", "  ")
+	tmp := filepath.Join(p.cfg.Dir, "inventory.json.tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(p.cfg.Dir, "inventory.json"))
+}
+
+// desired is the container a service should be.
+func (p *Provider) desired(m *manifest.Manifest, svc *manifest.Service) (pve.ConfigLXC, error) {
+	if svc.VMID == 0 {
+		return pve.ConfigLXC{}, fmt.Errorf("%s.vmid is required with the proxmox provider", svc.Path())
+	}
+	network, err := netip.ParsePrefix(m.Network.NetworkCIDR)
+	if err != nil {
+		return pve.ConfigLXC{}, err
+	}
+	addr, err := netip.ParseAddr(svc.IP)
+	if err != nil {
+		return pve.ConfigLXC{}, err
+	}
+	id := pve.GuestID(svc.VMID)
+	node := pve.NodeName(p.cfg.Node)
+	name := pve.GuestName(strings.SplitN(svc.Hostname, ".", 2)[0])
+	cores := pve.LxcCpuCores(svc.Resources.Cores)
+	memory := pve.LxcMemory(svc.Resources.Memory)
+	size := pve.LxcMountSize(svc.Resources.DiskGB * 1024 * 1024)
+	storage := p.cfg.Storage
+	bridge := p.cfg.Bridge
+	ifName := pve.LxcNetworkName("eth0")
+	cidr := pve.IPv4CIDR(netip.PrefixFrom(addr, network.Bits()).String())
+	gw := pve.IPv4Address(m.Network.Gateway)
+	onboot := svc.OnBoot
+	privileged := false
+	nesting := true
+	ns, err := netip.ParseAddr(m.Network.DNSServer)
+	if err != nil {
+		return pve.ConfigLXC{}, err
+	}
+	nameservers := []netip.Addr{ns}
+	domain := m.Network.Domain
+	net0 := pve.LxcNetwork{Bridge: &bridge, Name: &ifName, IPv4: &pve.LxcIPv4{Address: &cidr, Gateway: &gw}}
+	if m.Network.VLANTag != 0 {
+		vlan := pve.Vlan(m.Network.VLANTag)
+		net0.NativeVlan = &vlan
+	}
+	var keys []pve.AuthorizedKey
+	// Proxmox installs keys for root: every user's keys go there.
+	for _, user := range slices.Sorted(mapKeys(m.Network.SSHKeys)) {
+		for _, k := range m.Network.SSHKeys[user] {
+			var key pve.AuthorizedKey
+			if err := key.Parse([]byte(k)); err != nil {
+				return pve.ConfigLXC{}, fmt.Errorf("network.ssh_keys.%s: %w", user, err)
+			}
+			keys = append(keys, key)
+		}
+	}
+	state := pve.PowerStateStopped
+	if svc.Start {
+		state = pve.PowerStateRunning
+	}
+	tmpl := strings.SplitN(p.cfg.Template, ":", 2)
+	if len(tmpl) != 2 {
+		return pve.ConfigLXC{}, fmt.Errorf("the template %q is not STORAGE:vztmpl/FILE", p.cfg.Template)
+	}
+	return pve.ConfigLXC{
+		ID: &id, Node: &node, Name: &name,
+		CPU:             &pve.LxcCPU{Cores: &cores},
+		Memory:          &memory,
+		BootMount:       &pve.LxcBootMount{SizeInKibibytes: &size, Storage: &storage},
+		Networks:        pve.LxcNetworks{pve.LxcNetworkID0: net0},
+		DNS:             &pve.GuestDNS{NameServers: &nameservers, SearchDomain: &domain},
+		Features:        &pve.LxcFeatures{Unprivileged: &pve.UnprivilegedFeatures{Nesting: &nesting}},
+		Privileged:      &privileged,
+		StartAtNodeBoot: &onboot,
+		State:           &state,
+		CreateOptions: &pve.LxcCreateOptions{
+			OsTemplate:    &pve.LxcTemplate{Storage: tmpl[0], File: tmpl[1]},
+			PublicSSHkeys: keys,
+		},
+	}, nil
+}
+
+// Ensure implements provider.Provider.
+func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll provider.Enroller, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	c, err := p.connect()
+	if err != nil {
+		return err
+	}
+	inv, err := p.load()
+	if err != nil {
+		return err
+	}
+	for _, name := range services {
+		svc := m.Service(name)
+		if svc == nil {
+			return fmt.Errorf("%q is not an enabled service", name)
+		}
+		want, err := p.desired(m, svc)
+		if err != nil {
+			return err
+		}
+		if err := p.ensure(ctx, c, inv, svc, want, enroll, log); err != nil {
+			return fmt.Errorf("%s (vmid %d): %w", svc.Path(), svc.VMID, err)
+		}
+	}
+	if all {
+		for _, name := range slices.Sorted(mapKeys(inv.Containers)) {
+			if m.Service(name) == nil {
+				fmt.Fprintf(log, "destroying %s (vmid %d): no longer in the manifest\n", name, inv.Containers[name])
+				if err := p.destroy(ctx, c, inv, name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Provider) ensure(ctx context.Context, c *pve.Client, inv *inventory, svc *manifest.Service, want pve.ConfigLXC, enroll provider.Enroller, log io.Writer) error {
+	vmr, err := c.GetVmRefById(ctx, *want.ID)
+	if err != nil && !strings.Contains(err.Error(), "not found") {
+		return err
+	}
+	if vmr == nil || err != nil {
+		if owner, taken := inv.Containers[svc.Name]; taken && owner != svc.VMID {
+			return fmt.Errorf("was vmid %d, which still exists", owner)
+		}
+		// Recorded before it is made: a failure half-way leaves a
+		// container the inventory knows, for the next Ensure or Destroy.
+		inv.Containers[svc.Name] = svc.VMID
+		if err := p.save(inv); err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "creating %s (vmid %d) on %s\n", svc.Name, svc.VMID, p.cfg.Node)
+		created := want
+		stopped := pve.PowerStateStopped
+		created.State = &stopped // started once the enroll file is in
+		if _, err := created.CreateNoCheck(ctx, c); err != nil {
+			return fmt.Errorf("creating the container: %w", err)
+		}
+		if err := p.deliver(ctx, svc, enroll); err != nil {
+			return err
+		}
+		if want.State != nil && *want.State == pve.PowerStateRunning {
+			vmr := pve.NewVmRef(*want.ID)
+			if err := pve.GuestStart(ctx, vmr, c); err != nil {
+				return fmt.Errorf("starting: %w", err)
+			}
+		}
+		return nil
+	}
+	if _, known := inv.Containers[svc.Name]; !known {
+		return fmt.Errorf("vmid %d exists and nixmox did not make it: refusing to adopt it (remove it, or choose another vmid)", svc.VMID)
+	}
+	raw, err := pve.NewRawConfigLXCFromAPI(ctx, vmr, c)
+	if err != nil {
+		return fmt.Errorf("reading the container: %w", err)
+	}
+	current := raw.Get(*vmr, pve.PowerStateUnknown)
+	changes := diff(*current, want)
+	if len(changes) == 0 {
+		return nil
+	}
+	fmt.Fprintf(log, "updating %s (vmid %d): %s\n", svc.Name, svc.VMID, strings.Join(changes, ", "))
+	update := want
+	update.CreateOptions, update.ID, update.Node, update.Privileged = nil, nil, nil, nil
+	if err := update.UpdateNoCheck(ctx, false, vmr, c); err != nil {
+		return fmt.Errorf("updating the container: %w", err)
+	}
+	return nil
+}
+
+// diff names what differs between the container and the manifest, in the
+// fields the provider manages.
+func diff(cur, want pve.ConfigLXC) []string {
+	var out []string
+	add := func(field string, a, b any) {
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			out = append(out, fmt.Sprintf("%s %v → %v", field, a, b))
+		}
+	}
+	deref := func(v any) any {
+		switch v := v.(type) {
+		case *pve.GuestName:
+			if v != nil {
+				return *v
+			}
+		case *pve.LxcMemory:
+			if v != nil {
+				return *v
+			}
+		case *bool:
+			if v != nil {
+				return *v
+			}
+		}
+		return nil
+	}
+	add("hostname", deref(cur.Name), deref(want.Name))
+	add("memory", deref(cur.Memory), deref(want.Memory))
+	if cur.CPU != nil && want.CPU != nil && cur.CPU.Cores != nil && want.CPU.Cores != nil {
+		add("cores", *cur.CPU.Cores, *want.CPU.Cores)
+	}
+	add("onboot", deref(cur.StartAtNodeBoot), deref(want.StartAtNodeBoot))
+	cn, wn := cur.Networks[pve.LxcNetworkID0], want.Networks[pve.LxcNetworkID0]
+	if cn.IPv4 != nil && wn.IPv4 != nil {
+		if cn.IPv4.Address != nil && wn.IPv4.Address != nil {
+			add("ip", *cn.IPv4.Address, *wn.IPv4.Address)
+		}
+		if cn.IPv4.Gateway != nil && wn.IPv4.Gateway != nil {
+			add("gateway", *cn.IPv4.Gateway, *wn.IPv4.Gateway)
+		}
+	} else if (cn.IPv4 == nil) != (wn.IPv4 == nil) {
+		out = append(out, "net0 ipv4")
+	}
+	if cn.Bridge != nil && wn.Bridge != nil {
+		add("bridge", *cn.Bridge, *wn.Bridge)
+	}
+	return out
+}
+
+// deliver writes the service's enroll file to a temporary owner-only file
+// and pushes it into the container as /run/nixmox/enroll.json (0600): the
+// token is in no command line, no API call and no log.
+func (p *Provider) deliver(ctx context.Context, svc *manifest.Service, enroll provider.Enroller) error {
+	data, err := enroll(ctx, svc.Name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.cfg.Dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(p.cfg.Dir, "enroll-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	argv := append(slices.Clone(p.cfg.Push), fmt.Sprint(svc.VMID), f.Name(), "/run/nixmox/enroll.json", "--perms", "0600")
+	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("delivering the enrollment file (%s): %w: %s", strings.Join(p.cfg.Push, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Observe implements provider.Provider: per service, whether its container
+// exists and differs from the manifest.
+func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services []string) (string, error) {
+	c, err := p.connect()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, name := range slices.Sorted(slices.Values(services)) {
+		svc := m.Service(name)
+		want, err := p.desired(m, svc)
+		if err != nil {
+			return "", err
+		}
+		vmr, err := c.GetVmRefById(ctx, *want.ID)
+		if err != nil || vmr == nil {
+			fmt.Fprintf(&b, "%s: none\n", name)
+			continue
+		}
+		raw, err := pve.NewRawConfigLXCFromAPI(ctx, vmr, c)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s: %v\n", name, diff(*raw.Get(*vmr, pve.PowerStateUnknown), want))
+	}
+	return b.String(), nil
+}
+
+// Destroy implements provider.Provider: every container it made, stopped
+// and deleted.
+func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	c, err := p.connect()
+	if err != nil {
+		return err
+	}
+	inv, err := p.load()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range slices.Sorted(mapKeys(inv.Containers)) {
+		fmt.Fprintf(log, "destroying %s (vmid %d)\n", name, inv.Containers[name])
+		errs = append(errs, p.destroy(ctx, c, inv, name))
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Provider) destroy(ctx context.Context, c *pve.Client, inv *inventory, name string) error {
+	id := pve.GuestID(inv.Containers[name])
+	if _, err := c.New().Guest.Delete(ctx, *pve.NewVmRef(id)); err != nil {
+		return fmt.Errorf("deleting %s (vmid %d): %w", name, id, err)
+	}
+	delete(inv.Containers, name)
+	return p.save(inv)
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
