@@ -97,6 +97,7 @@ control socket, which only its owner can open.`,
 	serve.Flags().StringVar(&cfg.Proxmox.Storage, "proxmox-storage", "local-lvm", "storage of the containers' root filesystems")
 	serve.Flags().StringVar(&cfg.Proxmox.Template, "proxmox-template", "", "the NixOS LXC template, STORAGE:vztmpl/FILE")
 	serve.Flags().StringVar(&cfg.Proxmox.Bridge, "proxmox-bridge", "vmbr0", "the host bridge of the containers' net0")
+	serve.Flags().StringVar(&cfg.Proxmox.Pct, "proxmox-pct", "pct", "Proxmox's pct, which pushes each new container's enrollment file")
 	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
 	serve.Flags().StringVar(&cfg.LocalNetnsPrefix, "local-netns-prefix", "nixmox-", "the local provider's namespace names: PREFIX+service")
 	serve.Flags().StringVar(&cfg.LocalDataDir, "local-data-dir", "/var/lib/nixmox-local", "the local provider's daemon data, one directory per service")

@@ -47,10 +47,10 @@ type Config struct {
 	Template string
 	// Bridge is the host bridge of net0 (e.g. vmbr0).
 	Bridge string
-	// Push delivers a host file into a container: argv before
-	// VMID SRC DST; default `pct push`. The file's content never reaches a
-	// command line or a log.
-	Push []string
+	// Pct is Proxmox's pct program ("" = pct on PATH); files reach a
+	// container with `pct push VMID SRC DST --perms 0600`. The file's content
+	// never reaches a command line or a log.
+	Pct string
 	// Dir holds the provider's inventory.
 	Dir string
 	// HTTPClient, if set, is used as is (tests).
@@ -70,8 +70,8 @@ var _ provider.Provider = (*Provider)(nil)
 
 // New returns a provider for cfg.
 func New(cfg Config) *Provider {
-	if len(cfg.Push) == 0 {
-		cfg.Push = []string{"pct", "push"}
+	if cfg.Pct == "" {
+		cfg.Pct = "pct"
 	}
 	return &Provider{cfg: cfg}
 }
@@ -399,9 +399,9 @@ func (p *Provider) deliver(ctx context.Context, svc *manifest.Service, enroll pr
 	if err := f.Close(); err != nil {
 		return err
 	}
-	argv := append(slices.Clone(p.cfg.Push), fmt.Sprint(svc.VMID), f.Name(), "/run/nixmox/enroll.json", "--perms", "0600")
-	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("delivering the enrollment file (%s): %w: %s", strings.Join(p.cfg.Push, " "), err, strings.TrimSpace(string(out)))
+	cmd := exec.CommandContext(ctx, p.cfg.Pct, "push", fmt.Sprint(svc.VMID), f.Name(), "/run/nixmox/enroll.json", "--perms", "0600")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("delivering the enrollment file (%s push): %w: %s", p.cfg.Pct, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

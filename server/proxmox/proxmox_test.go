@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/fakepve"
+
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
@@ -17,7 +19,7 @@ const testToken = "root@pam!nixmox"
 const testSecret = "00000000-1111-2222-3333-444444444444"
 
 type harness struct {
-	fake   *fakeProxmox
+	fake   *fakepve.Fake
 	p      *Provider
 	pushed *bytes.Buffer
 	dir    string
@@ -29,7 +31,7 @@ type harness struct {
 // `pct push`, which needs a Proxmox host).
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	fake := newFake("pve1", testToken+"="+testSecret)
+	fake := fakepve.New("pve1", testToken+"="+testSecret)
 	srv := httptest.NewTLSServer(fake)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -41,12 +43,12 @@ func newHarness(t *testing.T) *harness {
 	if err := os.WriteFile(secret, []byte(testSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	push := filepath.Join(dir, "fake-pct-push")
-	if err := os.WriteFile(push, []byte("#!/bin/sh\n# stand-in for pct push: VMID SRC DST --perms MODE\nmkdir -p \""+dir+"/pushed/$1\"\ncp \"$2\" \""+dir+"/pushed/$1/enroll.json\"\n"), 0o755); err != nil {
+	pct := filepath.Join(dir, "fake-pct")
+	if err := os.WriteFile(pct, []byte(fakepve.PctScript(filepath.Join(dir, "pushed"))), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	p := New(Config{URL: srv.URL + "/api2/json", TokenID: testToken, TokenFile: secret, CAFile: ca, Node: "pve1",
-		Storage: "local-lvm", Template: "local:vztmpl/nixos-24.11.tar.xz", Bridge: "vmbr0", Push: []string{push}, Dir: filepath.Join(dir, "state")})
+		Storage: "local-lvm", Template: "local:vztmpl/nixos-24.11.tar.xz", Bridge: "vmbr0", Pct: pct, Dir: filepath.Join(dir, "state")})
 	return &harness{fake: fake, p: p, dir: dir}
 }
 
@@ -76,29 +78,29 @@ func TestCreateUpdateDestroyAgainstFakeProxmox(t *testing.T) {
 	m := testManifest(t, `"dns": {"ip": "10.40.0.2", "hostname": "dns.home.arpa", "vmid": 200, "resources": {"cores": 2, "memory": 1024, "disk_gb": 8}}`)
 	var log bytes.Buffer
 	if err := h.p.Ensure(ctx, m, []string{"dns"}, true, enroll, &log); err != nil {
-		t.Fatalf("%v\nrequests: %v", err, h.fake.requests)
+		t.Fatalf("%v\nrequests: %v", err, h.fake.Requests())
 	}
-	ct := h.fake.containers[200]
+	ct := h.fake.Container(200)
 	if ct == nil {
-		t.Fatalf("no container 200; requests: %v", h.fake.requests)
+		t.Fatalf("no container 200; requests: %v", h.fake.Requests())
 	}
 	for k, want := range map[string]string{
 		"hostname": "dns", "cores": "2", "memory": "1024", "rootfs": "local-lvm:vm-200-disk-0,size=8G", "onboot": "1", "unprivileged": "1",
 		"features": "nesting=1", "nameserver": "10.40.0.2", "searchdomain": "home.arpa",
 		"net0": "name=eth0,bridge=vmbr0,ip=10.40.0.2/24,gw=10.40.0.1,tag=40",
 	} {
-		if ct.config[k] != want {
-			t.Errorf("config %s = %q, want %q", k, ct.config[k], want)
+		if ct.Config[k] != want {
+			t.Errorf("config %s = %q, want %q", k, ct.Config[k], want)
 		}
 	}
-	if ct.status != "running" {
-		t.Errorf("container status %s", ct.status)
+	if ct.Status != "running" {
+		t.Errorf("container status %s", ct.Status)
 	}
 	pushed, err := os.ReadFile(filepath.Join(h.dir, "pushed", "200", "enroll.json"))
 	if err != nil || !strings.Contains(string(pushed), "secret-token-of-dns") {
 		t.Errorf("the enroll file was not delivered: %q %v", pushed, err)
 	}
-	if strings.Contains(log.String(), "secret-token") || strings.Contains(strings.Join(h.fake.requests, " "), "secret-token") {
+	if strings.Contains(log.String(), "secret-token") || strings.Contains(strings.Join(h.fake.Requests(), " "), "secret-token") {
 		t.Error("the token reached the log or the API")
 	}
 	if left, _ := filepath.Glob(filepath.Join(h.dir, "state", "enroll-*")); len(left) != 0 {
@@ -106,11 +108,12 @@ func TestCreateUpdateDestroyAgainstFakeProxmox(t *testing.T) {
 	}
 
 	// Again: nothing to do, nothing written.
-	h.fake.requests, log = nil, bytes.Buffer{}
+	h.fake.Requests()
+	log = bytes.Buffer{}
 	if err := h.p.Ensure(ctx, m, []string{"dns"}, true, enroll, &log); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range h.fake.requests {
+	for _, r := range h.fake.Requests() {
 		if !strings.HasPrefix(r, "GET ") {
 			t.Errorf("an unchanged container was written: %s", r)
 		}
@@ -126,24 +129,24 @@ func TestCreateUpdateDestroyAgainstFakeProxmox(t *testing.T) {
 		t.Errorf("Observe = %q, %v", obs, err)
 	}
 	if err := h.p.Ensure(ctx, m2, []string{"dns"}, true, enroll, &log); err != nil {
-		t.Fatalf("%v\nrequests: %v", err, h.fake.requests)
+		t.Fatalf("%v\nrequests: %v", err, h.fake.Requests())
 	}
-	if h.fake.containers[200].config["memory"] != "2048" || !strings.Contains(log.String(), "updating dns (vmid 200): memory 1024 → 2048") {
-		t.Errorf("memory %s; log:\n%s", h.fake.containers[200].config["memory"], log.String())
+	if h.fake.Container(200).Config["memory"] != "2048" || !strings.Contains(log.String(), "updating dns (vmid 200): memory 1024 → 2048") {
+		t.Errorf("memory %s; log:\n%s", h.fake.Container(200).Config["memory"], log.String())
 	}
 
 	// A container that exists but that nixmox did not make is not adopted.
-	h.fake.containers[300] = &fakeCT{config: map[string]string{"hostname": "other"}, status: "running"}
+	h.fake.Put(300, &fakepve.CT{Config: map[string]string{"hostname": "other"}, Status: "running"})
 	m3 := testManifest(t, `"dns": {"ip": "10.40.0.2", "hostname": "dns.home.arpa", "vmid": 200, "resources": {"cores": 2, "memory": 2048, "disk_gb": 8}},
   "mail": {"ip": "10.40.0.30", "hostname": "mail.home.arpa", "vmid": 300}`)
 	if err := h.p.Ensure(ctx, m3, []string{"dns", "mail"}, true, enroll, &log); err == nil || !strings.Contains(err.Error(), "vmid 300 exists and nixmox did not make it") {
 		t.Errorf("adopting a foreign container: %v", err)
 	}
-	delete(h.fake.containers, 300)
+	h.fake.Put(300, nil)
 
 	// Failure mid-way: the create task fails; the inventory already knows
 	// the container, so Destroy cleans up whatever exists.
-	h.fake.failCreate = 201
+	h.fake.FailCreate(201)
 	m4 := testManifest(t, `"dns": {"ip": "10.40.0.2", "hostname": "dns.home.arpa", "vmid": 200, "resources": {"cores": 2, "memory": 2048, "disk_gb": 8}},
   "web": {"ip": "10.40.0.10", "hostname": "web.home.arpa", "vmid": 201}`)
 	err = h.p.Ensure(ctx, m4, []string{"dns", "web"}, true, enroll, &log)
@@ -156,10 +159,10 @@ func TestCreateUpdateDestroyAgainstFakeProxmox(t *testing.T) {
 	}
 
 	if err := h.p.Destroy(ctx, &log); err != nil {
-		t.Fatalf("%v\nrequests: %v", err, h.fake.requests)
+		t.Fatalf("%v\nrequests: %v", err, h.fake.Requests())
 	}
-	if len(h.fake.containers) != 0 {
-		t.Errorf("left after Destroy: %v", h.fake.containers)
+	if n := h.fake.Len(); n != 0 {
+		t.Errorf("%d containers left after Destroy", n)
 	}
 	if inv, _ := h.p.load(); len(inv.Containers) != 0 {
 		t.Errorf("inventory after Destroy: %v", inv.Containers)

@@ -1,4 +1,4 @@
-package proxmox
+package fakepve
 
 import (
 	"encoding/json"
@@ -11,35 +11,90 @@ import (
 	"sync"
 )
 
-// fakeProxmox is an HTTP fake of the Proxmox VE API endpoints the
+// Package fakepve is an HTTP fake of the Proxmox VE API, for the tests of
+// the Proxmox provider: no Proxmox can run here.
+//
+// Fake is an HTTP fake of the Proxmox VE API endpoints the
 // provider uses (no Proxmox can run here), built from the API's documented
 // request and response shapes (https://pve.proxmox.com/pve-docs/api-viewer/):
 // every answer is {"data": ...}; changes run as tasks whose UPID is
 // returned and whose status is polled. It keeps LXC configs as the API's
 // key=value strings.
-type fakeProxmox struct {
+type Fake struct {
 	mu         sync.Mutex
 	node       string
-	containers map[int]*fakeCT
-	requests   []string // "METHOD path" in order
-	failCreate int      // vmid whose create task fails
-	token      string   // the Authorization header it accepts
+	containers map[int]*CT
+	requests   []string          // "METHOD path" in order
+	failCreate int               // vmid whose create task fails
+	token      string            // the Authorization header it accepts
 	tasks      map[string]string // UPID -> exit status
 	taskN      int
 }
 
-type fakeCT struct {
-	config map[string]string
-	status string
+// CT is a container: its config as the API's key=value strings, and its
+// status (running, stopped).
+type CT struct {
+	Config map[string]string
+	Status string
 }
 
-func newFake(node, token string) *fakeProxmox {
-	return &fakeProxmox{node: node, containers: map[int]*fakeCT{}, token: token, tasks: map[string]string{}}
+// New returns a fake of node that accepts the API token "ID=SECRET".
+func New(node, token string) *Fake {
+	return &Fake{node: node, containers: map[int]*CT{}, token: token, tasks: map[string]string{}}
+}
+
+// Container returns a copy of container id, or nil.
+func (f *Fake) Container(id int) *CT {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ct := f.containers[id]
+	if ct == nil {
+		return nil
+	}
+	cp := &CT{Config: map[string]string{}, Status: ct.Status}
+	for k, v := range ct.Config {
+		cp.Config[k] = v
+	}
+	return cp
+}
+
+// Put sets container id, as if made by someone else.
+func (f *Fake) Put(id int, ct *CT) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ct == nil {
+		delete(f.containers, id)
+		return
+	}
+	f.containers[id] = ct
+}
+
+// Len is how many containers exist.
+func (f *Fake) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.containers)
+}
+
+// Requests returns the requests so far ("METHOD path") and forgets them.
+func (f *Fake) Requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.requests
+	f.requests = nil
+	return r
+}
+
+// FailCreate makes the create task of vmid fail.
+func (f *Fake) FailCreate(id int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failCreate = id
 }
 
 var fakeRoutes = regexp.MustCompile(`^/api2/json(/.*)$`)
 
-func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := fakeRoutes.FindStringSubmatch(r.URL.Path)
@@ -82,7 +137,7 @@ func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out := []map[string]any{}
 		for id, ct := range f.containers {
 			out = append(out, map[string]any{"id": fmt.Sprintf("lxc/%d", id), "type": "lxc", "vmid": id, "node": f.node,
-				"status": ct.status, "name": ct.config["hostname"], "maxmem": 0, "template": 0})
+				"status": ct.Status, "name": ct.Config["hostname"], "maxmem": 0, "template": 0})
 		}
 		reply(out)
 	case len(parts) == 5 && parts[0] == "nodes" && parts[2] == "tasks" && parts[4] == "status" && r.Method == http.MethodGet:
@@ -103,23 +158,23 @@ func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			task("vzcreate", id, false)
 			return
 		}
-		ct := &fakeCT{config: map[string]string{}, status: "stopped"}
+		ct := &CT{Config: map[string]string{}, Status: "stopped"}
 		for k, v := range r.PostForm {
 			switch k {
 			case "vmid", "ostemplate", "ssh-public-keys", "start", "password", "storage", "pool":
 				continue
 			}
-			ct.config[k] = v[0]
+			ct.Config[k] = v[0]
 		}
 		// A new root filesystem "STORAGE:GiB" becomes a volume, as Proxmox
 		// allocates it.
-		if rootfs := ct.config["rootfs"]; rootfs != "" {
+		if rootfs := ct.Config["rootfs"]; rootfs != "" {
 			storage, size, _ := strings.Cut(rootfs, ":")
-			ct.config["rootfs"] = fmt.Sprintf("%s:vm-%d-disk-0,size=%sG", storage, id, size)
+			ct.Config["rootfs"] = fmt.Sprintf("%s:vm-%d-disk-0,size=%sG", storage, id, size)
 		}
-		ct.config["arch"] = "amd64"
-		ct.config["ostype"] = "nixos"
-		ct.config["digest"] = "0000000000000000000000000000000000000000"
+		ct.Config["arch"] = "amd64"
+		ct.Config["ostype"] = "nixos"
+		ct.Config["digest"] = "0000000000000000000000000000000000000000"
 		f.containers[id] = ct
 		task("vzcreate", id, true)
 	case len(parts) >= 4 && parts[0] == "nodes" && parts[2] == "lxc":
@@ -134,7 +189,7 @@ func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case rest == "config" && r.Method == http.MethodGet:
 			// Integer and boolean keys are JSON numbers, as the API gives them.
 			out := map[string]any{}
-			for k, v := range ct.config {
+			for k, v := range ct.Config {
 				if n, err := strconv.Atoi(v); err == nil && k != "digest" {
 					out[k] = n
 				} else {
@@ -146,36 +201,36 @@ func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			for k, v := range r.PostForm {
 				if k == "delete" {
 					for _, d := range strings.Split(v[0], ",") {
-						delete(ct.config, d)
+						delete(ct.Config, d)
 					}
 					continue
 				}
 				if k == "digest" {
 					continue
 				}
-				ct.config[k] = v[0]
+				ct.Config[k] = v[0]
 			}
 			reply(nil)
 		case rest == "resize" && r.Method == http.MethodPut:
-			vol, _, _ := strings.Cut(ct.config[r.PostForm.Get("disk")], ",")
-			ct.config[r.PostForm.Get("disk")] = vol + ",size=" + strings.TrimPrefix(r.PostForm.Get("size"), "+")
+			vol, _, _ := strings.Cut(ct.Config[r.PostForm.Get("disk")], ",")
+			ct.Config[r.PostForm.Get("disk")] = vol + ",size=" + strings.TrimPrefix(r.PostForm.Get("size"), "+")
 			task("resize", id, true)
 		case rest == "pending" && r.Method == http.MethodGet:
 			out := []map[string]any{}
-			for k, v := range ct.config {
+			for k, v := range ct.Config {
 				out = append(out, map[string]any{"key": k, "value": v})
 			}
 			reply(out)
 		case rest == "status/current" && r.Method == http.MethodGet:
-			reply(map[string]any{"status": ct.status, "vmid": id, "name": ct.config["hostname"]})
+			reply(map[string]any{"status": ct.Status, "vmid": id, "name": ct.Config["hostname"]})
 		case rest == "status/start" && r.Method == http.MethodPost:
-			ct.status = "running"
+			ct.Status = "running"
 			task("vzstart", id, true)
 		case (rest == "status/stop" || rest == "status/shutdown") && r.Method == http.MethodPost:
-			ct.status = "stopped"
+			ct.Status = "stopped"
 			task("vzstop", id, true)
 		case rest == "" && r.Method == http.MethodDelete:
-			if ct.status == "running" {
+			if ct.Status == "running" {
 				fail(500, fmt.Sprintf("CT %d is running - destroy failed", id))
 				return
 			}
@@ -187,4 +242,15 @@ func (f *fakeProxmox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		fail(501, "the fake does not implement "+r.Method+" "+path)
 	}
+}
+
+// PctScript is a stand-in for Proxmox's pct (which needs a Proxmox host):
+// `push VMID SRC DST ...` copies SRC to DIR/VMID/<basename of DST>.
+func PctScript(dir string) string {
+	return `#!/bin/sh
+# stand-in for pct: only "push VMID SRC DST [--perms MODE]"
+[ "$1" = push ] || { echo "fake pct: only push" >&2; exit 2; }
+mkdir -p '` + dir + `'/"$2"
+cp "$3" '` + dir + `'/"$2"/"$(basename "$4")"
+`
 }
