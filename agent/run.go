@@ -238,6 +238,12 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 	}
 	st.applying, st.applyingHealthy, st.confirm = d.GetGeneration(), false, make(chan struct{})
 	confirm := st.confirm
+	// The running generation's monitor stops: during a switch its checks
+	// say nothing (the switch reports its own), and a late result of it
+	// must not land after the outcome. Monitoring resumes on whichever
+	// generation the switch leaves active.
+	st.stopMonitor()
+	st.stopMonitor = func() {}
 	st.mu.Unlock()
 	go func() {
 		spec := specOf(d.GetHealth())
