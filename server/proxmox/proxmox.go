@@ -234,16 +234,23 @@ func (p *Provider) desired(m *manifest.Manifest, svc *manifest.Service) (pve.Con
 	}, nil
 }
 
-// Ensure implements provider.Provider.
-func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll provider.Enroller, log io.Writer) error {
+// begin is what Ensure and Destroy start with: a log, the client, the
+// inventory.
+func (p *Provider) begin(log io.Writer) (io.Writer, *pve.Client, *inventory, error) {
 	if log == nil {
 		log = io.Discard
 	}
 	c, err := p.connect()
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	inv, err := p.load()
+	return log, c, inv, err
+}
+
+// Ensure implements provider.Provider.
+func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll provider.Enroller, log io.Writer) error {
+	log, c, inv, err := p.begin(log)
 	if err != nil {
 		return err
 	}
@@ -437,14 +444,7 @@ func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services [
 // Destroy implements provider.Provider: every container it made, stopped
 // and deleted.
 func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
-	if log == nil {
-		log = io.Discard
-	}
-	c, err := p.connect()
-	if err != nil {
-		return err
-	}
-	inv, err := p.load()
+	log, c, inv, err := p.begin(log)
 	if err != nil {
 		return err
 	}
