@@ -270,6 +270,8 @@ func (c *Controller) Resume(ctx context.Context) error {
 		return fmt.Errorf("resuming %s: %w", id, err)
 	}
 	if !r.Finished.IsZero() {
+		// Killed between recording the end and releasing the lock.
+		c.Log.Info("rollout already finished; releasing its lock", "rollout", id, "ok", r.OK)
 		return c.Store.Unlock(id)
 	}
 	sm, err := c.Store.Manifest(r.Manifest)
