@@ -92,12 +92,14 @@ type validator struct {
 }
 
 func (m *Manifest) validate() Diagnostics {
+	n := len(m.CoreServices) + len(m.Services) // the indexes' sizes, known up front
 	v := &validator{
 		m:      m,
-		byName: map[string]*Service{},
-		all:    map[string]*Service{},
-		byIP:   map[string]*Service{},
-		byHost: map[string]*Service{},
+		byName: make(map[string]*Service, n),
+		all:    make(map[string]*Service, n),
+		byIP:   make(map[string]*Service, n),
+		byHost: make(map[string]*Service, n),
+		names:  make([]string, 0, n),
 	}
 	v.network()
 	v.collect()
