@@ -218,6 +218,13 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 		}
 	case *nixmoxv1.ConnectRequest_Stage:
 		a.Log.Info("stage", "service", svc, "generation", m.Stage.GetGeneration(), "stage", m.Stage.GetStage())
+		if m.Stage.GetStage() == nixmoxv1.Stage_STAGE_HEALTHY {
+			// The new generation just passed its checks: that is its health
+			// until the agent's monitor says otherwise.
+			if err := a.Store.AddHealth(svc, store.HealthRecord{Time: a.now(), Check: "switch", Health: nixmoxv1.Health_HEALTH_HEALTHY.String()}); err != nil {
+				a.Log.Error("recording health", "service", svc, "error", err)
+			}
+		}
 		a.mu.Lock()
 		if st := a.streams[svc]; st != nil && m.Stage.GetStage() == nixmoxv1.Stage_STAGE_CONFIRMED {
 			// The hello is the agent's state as the server knows it.
