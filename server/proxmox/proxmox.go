@@ -306,8 +306,7 @@ func (p *Provider) ensure(ctx context.Context, c *pve.Client, inv *inventory, sv
 			return err
 		}
 		if want.State != nil && *want.State == pve.PowerStateRunning {
-			vmr := pve.NewVmRef(*want.ID)
-			if err := pve.GuestStart(ctx, vmr, c); err != nil {
+			if err := c.New().Guest.Start(ctx, *pve.NewVmRef(*want.ID)); err != nil {
 				return fmt.Errorf("starting: %w", err)
 			}
 		}

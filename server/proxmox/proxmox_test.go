@@ -19,10 +19,9 @@ const testToken = "root@pam!nixmox"
 const testSecret = "00000000-1111-2222-3333-444444444444"
 
 type harness struct {
-	fake   *fakepve.Fake
-	p      *Provider
-	pushed *bytes.Buffer
-	dir    string
+	fake *fakepve.Fake
+	p    *Provider
+	dir  string
 }
 
 // newHarness runs the fake over TLS (its certificate trusted through
