@@ -97,7 +97,7 @@ func (c *ControlAPI) IssueToken(ctx context.Context, req *nixmoxv1.IssueTokenReq
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
-	token, err := issueToken(c.Store, svc, ttl, callerOf(ctx))
+	token, err := issueToken(c.Store, svc, ttl, callerOf(ctx), c.now())
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -302,14 +302,13 @@ func (c *ControlAPI) Logs(req *nixmoxv1.LogsRequest, stream nixmoxv1.ControlServ
 }
 
 // issueToken records a new one-time enrollment token for service, valid
-// for ttl, and audits who asked for it.
-func issueToken(st *store.Store, service string, ttl time.Duration, who string) (string, error) {
+// for ttl from now, and audits who asked for it.
+func issueToken(st *store.Store, service string, ttl time.Duration, who string, now time.Time) (string, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
 	token := base64.RawURLEncoding.EncodeToString(raw)
-	now := time.Now()
 	if err := st.PutToken(token, service, now.Add(ttl)); err != nil {
 		return "", err
 	}

@@ -1053,7 +1053,7 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 // enroll issues a one-time token for a new container's agent and returns
 // its enroll file (the token and the CA).
 func (c *Controller) enroll(_ context.Context, service string) ([]byte, error) {
-	token, err := issueToken(c.Store, service, time.Hour, "provider")
+	token, err := issueToken(c.Store, service, time.Hour, "provider", time.Now())
 	if err != nil {
 		return nil, err
 	}
