@@ -582,7 +582,10 @@ func (c *Controller) run(ctx context.Context, j *job, s plan.Step) error {
 	switch s.Phase {
 	case plan.TFInfra:
 		if c.Provider != nil {
-			if err := c.Provider.Ensure(ctx, m, j.services, j.all, c.enroll, c.stepLog(j, s)); err != nil {
+			log, done := c.stepLog(j, s.ID)
+			err := c.Provider.Ensure(ctx, m, j.services, j.all, c.enroll, log)
+			done()
+			if err != nil {
 				return fmt.Errorf("%s provider: %w", c.Provider.Name(), err)
 			}
 		}
@@ -606,22 +609,23 @@ func (c *Controller) run(ctx context.Context, j *job, s plan.Step) error {
 
 var errNoTerraform = errors.New("this step needs Terraform, and this server has no Terraform runner")
 
-// stepLog is the file a step's tool output goes to:
-// WorkDir/logs/ROLLOUT/STEP.log (owner-only).
-func (c *Controller) stepLog(j *job, s plan.Step) io.Writer {
+// stepLog opens the file a step's tool output goes to,
+// WorkDir/logs/ROLLOUT/STEP.log (owner-only); done closes it. Without a
+// work directory (or if it cannot be opened) the output is dropped: it is
+// a record, and the step's error carries what matters.
+func (c *Controller) stepLog(j *job, stepID string) (log io.Writer, done func()) {
 	if c.WorkDir == "" {
-		return io.Discard
+		return io.Discard, func() {}
 	}
 	dir := filepath.Join(c.WorkDir, "logs", j.rollout)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return io.Discard
+		return io.Discard, func() {}
 	}
-	f, err := os.OpenFile(filepath.Join(dir, terraform.Workspace(s.ID)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, terraform.Workspace(stepID)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return io.Discard
+		return io.Discard, func() {}
 	}
-	// Closed when the server exits; a step's log is written by one step.
-	return f
+	return f, func() { _ = f.Close() }
 }
 
 // applyTerraform applies the step's root and records its outputs,
@@ -635,10 +639,8 @@ func (c *Controller) applyTerraform(ctx context.Context, j *job, s plan.Step) er
 	if err := terraform.Sync(work, j.rootFiles(root)); err != nil {
 		return err
 	}
-	log := c.stepLog(j, s)
-	if f, ok := log.(io.Closer); ok {
-		defer f.Close()
-	}
+	log, done := c.stepLog(j, s.ID)
+	defer done()
 	res, err := c.Terraform.Apply(ctx, work, terraform.Workspace(s.ID), log)
 	if err != nil {
 		return fmt.Errorf("terraform (%s): %w", root, err)
@@ -720,10 +722,8 @@ func (c *Controller) runExec(ctx context.Context, j *job, svc *manifest.Service)
 		"NIXMOX_HOSTNAME="+svc.Hostname, "NIXMOX_FILES="+j.files)
 	cmd.WaitDelay = time.Second
 	var tail tailBuffer
-	log := c.stepLog(j, plan.Step{ID: "exec:" + svc.Name})
-	if f, ok := log.(io.Closer); ok {
-		defer f.Close()
-	}
+	log, done := c.stepLog(j, "exec:"+svc.Name)
+	defer done()
 	cmd.Stdout = io.MultiWriter(log, &tail)
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Run(); err != nil {
