@@ -401,6 +401,32 @@ type job struct {
 	all      bool     // the whole manifest was selected
 	// noRollback asks agents to leave an unhealthy generation in place.
 	noRollback bool
+
+	mu   sync.Mutex
+	drvs map[string]string // nix-instantiate's answer by its arguments
+}
+
+// instantiate is nix-instantiate of args, once per rollout: a service's
+// nix and verify steps both fingerprint its derivation.
+func (j *job) instantiate(ctx context.Context, args []string) (string, error) {
+	key := strings.Join(args, "\x00")
+	j.mu.Lock()
+	drv, ok := j.drvs[key]
+	j.mu.Unlock()
+	if ok {
+		return drv, nil
+	}
+	drv, err := nixRun(ctx, "nix-instantiate", args...)
+	if err != nil {
+		return "", err
+	}
+	j.mu.Lock()
+	if j.drvs == nil {
+		j.drvs = map[string]string{}
+	}
+	j.drvs[key] = drv
+	j.mu.Unlock()
+	return drv, nil
 }
 
 // prepare renders the manifest's files and writes them to
@@ -499,7 +525,7 @@ func (c *Controller) fingerprint(ctx context.Context, j *job, s plan.Step) (stri
 			if err != nil {
 				return "", err
 			}
-			drv, err := nixRun(ctx, "nix-instantiate", append([]string{filepath.Join(j.dir, svc.Closure)}, args...)...)
+			drv, err := j.instantiate(ctx, append([]string{filepath.Join(j.dir, svc.Closure)}, args...))
 			if err != nil {
 				return "", err
 			}
