@@ -182,11 +182,13 @@ type state struct {
 	health          nixmoxv1.Health // the monitor's last result
 	failedGen       int64           // the last generation that failed
 	failure         string
-	activeSpec      *health.Spec // the active generation's checks
+	activeSpec      *health.Spec                // the active generation's checks
+	cancelApply     func()                      // stops the generation being applied
+	next            *nixmoxv1.DesiredGeneration // a newer one, to apply after it
 }
 
 func newState(cfg Config, log hclog.Logger) *state {
-	st := &state{cfg: cfg, log: log, stopMonitor: func() {}}
+	st := &state{cfg: cfg, log: log, stopMonitor: func() {}, cancelApply: func() {}}
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "generation")); err == nil {
 		st.active, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 	}
@@ -232,12 +234,23 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		return
 	}
 	if st.applying != 0 {
+		if d.GetGeneration() > st.applying {
+			// The server moved on (it restarted and built anew): the
+			// generation being applied will never be confirmed. Stop it —
+			// it is rolled back — and apply the newer one next.
+			st.log.Warn("a newer generation supersedes the one being applied", "applying", st.applying, "next", d.GetGeneration())
+			st.next = d
+			st.cancelApply()
+		} else {
+			st.log.Warn("an older generation was asked for while applying; ignoring", "applying", st.applying, "asked", d.GetGeneration())
+		}
 		st.mu.Unlock()
-		st.log.Warn("a generation is already being applied; ignoring", "applying", st.applying, "asked", d.GetGeneration())
 		return
 	}
 	st.applying, st.applyingHealthy, st.confirm = d.GetGeneration(), false, make(chan struct{})
 	confirm := st.confirm
+	applyCtx, cancel := context.WithCancel(ctx)
+	st.cancelApply = cancel
 	// The running generation's monitor stops: during a switch its checks
 	// say nothing (the switch reports its own), and a late result of it
 	// must not land after the outcome. Monitoring resumes on whichever
@@ -246,26 +259,32 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 	st.stopMonitor = func() {}
 	st.mu.Unlock()
 	go func() {
+		defer cancel()
 		spec := specOf(d.GetHealth())
-		err := st.sw.Apply(ctx, Desired{
+		err := st.sw.Apply(applyCtx, Desired{
 			Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
 			CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(), Health: spec,
 			NoRollback: d.GetNoRollback(),
 		}, confirm)
 		st.mu.Lock()
-		st.applying, st.applyingHealthy = 0, false
+		st.applying, st.applyingHealthy, st.cancelApply = 0, false, func() {}
+		next := st.next
+		st.next = nil
 		if err == nil {
 			st.active = d.GetGeneration()
 		} else {
 			st.failedGen, st.failure = d.GetGeneration(), truncate(err.Error(), 4096)
 		}
 		st.mu.Unlock()
+		if next != nil && ctx.Err() == nil {
+			defer st.desired(ctx, next)
+		}
 		if err != nil {
 			st.log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
 			st.mu.Lock()
 			spec := st.activeSpec
 			st.mu.Unlock()
-			if spec != nil {
+			if spec != nil && next == nil {
 				// Back on the active generation: check it afresh, so its
 				// health is known now, not after the old monitor notices.
 				st.monitor(ctx, *spec)
@@ -284,7 +303,9 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		st.mu.Lock()
 		st.activeSpec = &spec
 		st.mu.Unlock()
-		st.monitor(ctx, spec)
+		if next == nil {
+			st.monitor(ctx, spec)
+		}
 	}()
 }
 

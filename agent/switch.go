@@ -119,12 +119,14 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 	case <-after(timeout):
 		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was not confirmed by the server within %s", d.Generation, timeout))
 	case <-ctx.Done():
-		return s.rollback(context.WithoutCancel(ctx), d.Generation, prev, ctx.Err())
+		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was superseded before the server confirmed it: %w", d.Generation, ctx.Err()))
 	}
 }
 
 // rollback returns the profile to generation prev and activates it again.
 func (s *Switcher) rollback(ctx context.Context, gen int64, prev int, cause error) error {
+	// A rollback is finished even when what it undoes was cancelled.
+	ctx = context.WithoutCancel(ctx)
 	s.report(gen, Failed, cause.Error())
 	if prev == 0 {
 		return fmt.Errorf("%w; there is no earlier generation to roll back to", cause)

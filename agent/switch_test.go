@@ -152,3 +152,48 @@ func TestSwitchCheckAndMagicRollback(t *testing.T) {
 		t.Fatalf("with NoRollback: profile on %s, active %q", p, active(t, state))
 	}
 }
+
+// TestSupersededGenerationIsRolledBack: a generation waiting for the
+// server's confirmation is rolled back when its context ends (a newer
+// generation superseded it), and the rollback itself is not cancelled.
+func TestSupersededGenerationIsRolledBack(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "active")
+	rec := &recorder{}
+	waiting := make(chan struct{})
+	sw := &agent.Switcher{
+		Profile: nix.Profile(filepath.Join(dir, "profiles", "system")),
+		Report: func(g int64, st agent.Stage, log string) {
+			rec.report(g, st, log)
+			if st == agent.Healthy {
+				close(waiting)
+			}
+		},
+		After: func(time.Duration) <-chan time.Time { return nil }, // never times out
+	}
+	confirmed := make(chan struct{})
+	close(confirmed)
+	ctx := context.Background()
+	if err := sw.Apply(ctx, agent.Desired{Generation: 1, StorePath: generation(t, "one", state), Health: health.Spec{Liveness: "true", Timeout: time.Second}}, confirmed); err != nil {
+		t.Fatal(err)
+	}
+	waiting = make(chan struct{})
+	rec.take()
+	applyCtx, supersede := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- sw.Apply(applyCtx, agent.Desired{Generation: 2, StorePath: generation(t, "two", state), Health: health.Spec{Liveness: "true", Timeout: time.Second}}, make(chan struct{}))
+	}()
+	<-waiting // healthy, waiting for a confirmation that will not come
+	supersede()
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "generation 2 was superseded before the server confirmed it") {
+		t.Fatalf("error = %v", err)
+	}
+	if got := rec.take(); got != "2:switched 2:healthy 2:failed 2:rolled_back" {
+		t.Errorf("stages %s", got)
+	}
+	if n, _ := sw.Profile.Current(); n != 1 || active(t, state) != "one" {
+		t.Errorf("after being superseded: profile generation %d, active %q", n, active(t, state))
+	}
+}
