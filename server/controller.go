@@ -844,9 +844,7 @@ func (c *Controller) handOver(ctx context.Context, m *manifest.Manifest, svc *ma
 	if err := c.Agents.Send(ctx, svc.Name, &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Secrets{Secrets: &nixmoxv1.Secrets{Values: secrets}}}); err != nil {
 		return err
 	}
-	d := c.desired(svc, gen, path)
-	d.GetDesired().NoRollback = noRollback
-	return c.Agents.Send(ctx, svc.Name, d)
+	return c.Agents.Send(ctx, svc.Name, c.desired(svc, gen, path, noRollback))
 }
 
 func (c *Controller) confirmTimeout() time.Duration {
@@ -858,7 +856,7 @@ func (c *Controller) confirmTimeout() time.Duration {
 
 // desired is the message asking an agent to switch to a generation, pulled
 // from the server's cache when there is one.
-func (c *Controller) desired(svc *manifest.Service, gen int64, path string) *nixmoxv1.ConnectResponse {
+func (c *Controller) desired(svc *manifest.Service, gen int64, path string, noRollback bool) *nixmoxv1.ConnectResponse {
 	cacheURL, key := "", ""
 	if c.CacheDir != "" {
 		cacheURL, key = "file://"+c.CacheDir, c.CacheKey.Public
@@ -868,17 +866,14 @@ func (c *Controller) desired(svc *manifest.Service, gen int64, path string) *nix
 			cacheURL = "http://" + net.JoinHostPort(at.IP.String(), c.CachePort)
 		}
 	}
-	h := svc.Interface.Health
-	if h == nil {
-		h = &manifest.Health{Interval: 30, Timeout: 60, Retries: 3}
-	}
+	h := healthSpec(svc)
 	return &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Desired{Desired: &nixmoxv1.DesiredGeneration{
 		Generation: gen, StorePath: path, ConfirmTimeout: durationpb.New(c.confirmTimeout()),
-		CacheUrl: cacheURL, CachePublicKey: key,
+		CacheUrl: cacheURL, CachePublicKey: key, NoRollback: noRollback,
 		Health: &nixmoxv1.HealthSpec{
 			Startup: h.Startup, Liveness: h.Liveness, Readiness: h.Readiness,
-			Interval: durationpb.New(time.Duration(h.Interval) * time.Second), Timeout: durationpb.New(time.Duration(h.Timeout) * time.Second),
-			Retries: int32(h.Retries), StartPeriod: durationpb.New(time.Duration(h.StartPeriod) * time.Second),
+			Interval: durationpb.New(h.Interval), Timeout: durationpb.New(h.Timeout),
+			Retries: int32(h.Retries), StartPeriod: durationpb.New(h.StartPeriod),
 		},
 	}}}
 }
@@ -968,7 +963,7 @@ func (c *Controller) reattach(ctx context.Context, m *manifest.Manifest, svc *ma
 		c.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)
 	default:
 		// The agent rolled it back (or never got it): ask again.
-		err = c.Agents.Send(ctx, svc.Name, c.desired(svc, last.Number, last.StorePath))
+		err = c.Agents.Send(ctx, svc.Name, c.desired(svc, last.Number, last.StorePath, false))
 	}
 	if err != nil {
 		cancel()

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -591,7 +592,7 @@ func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
 		return err
 	}
 	var errs []error
-	for _, name := range slices.Sorted(mapKeys(inv.Services)) {
+	for _, name := range slices.Sorted(maps.Keys(inv.Services)) {
 		fmt.Fprintf(log, "removing %s\n", inv.Services[name].Netns)
 		errs = append(errs, p.remove(ctx, inv, name))
 	}
@@ -608,14 +609,4 @@ func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
 		return err // the inventory stays, to try again
 	}
 	return os.RemoveAll(p.Dir)
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

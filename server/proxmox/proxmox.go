@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -199,7 +200,7 @@ func (p *Provider) desired(m *manifest.Manifest, svc *manifest.Service) (pve.Con
 	}
 	var keys []pve.AuthorizedKey
 	// Proxmox installs keys for root: every user's keys go there.
-	for _, user := range slices.Sorted(mapKeys(m.Network.SSHKeys)) {
+	for _, user := range slices.Sorted(maps.Keys(m.Network.SSHKeys)) {
 		for _, k := range m.Network.SSHKeys[user] {
 			var key pve.AuthorizedKey
 			if err := key.Parse([]byte(k)); err != nil {
@@ -268,7 +269,7 @@ func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []
 		}
 	}
 	if all {
-		for _, name := range slices.Sorted(mapKeys(inv.Containers)) {
+		for _, name := range slices.Sorted(maps.Keys(inv.Containers)) {
 			if m.Service(name) == nil {
 				fmt.Fprintf(log, "destroying %s (vmid %d): no longer in the manifest\n", name, inv.Containers[name])
 				if err := p.destroy(ctx, c, inv, name); err != nil {
@@ -448,7 +449,7 @@ func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
 		return err
 	}
 	var errs []error
-	for _, name := range slices.Sorted(mapKeys(inv.Containers)) {
+	for _, name := range slices.Sorted(maps.Keys(inv.Containers)) {
 		fmt.Fprintf(log, "destroying %s (vmid %d)\n", name, inv.Containers[name])
 		errs = append(errs, p.destroy(ctx, c, inv, name))
 	}
@@ -462,14 +463,4 @@ func (p *Provider) destroy(ctx context.Context, c *pve.Client, inv *inventory, n
 	}
 	delete(inv.Containers, name)
 	return p.save(inv)
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

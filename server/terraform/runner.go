@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,7 +145,7 @@ func (r *Runner) init(ctx context.Context, tf *tfexec.Terraform, dir string) err
 		return nil
 	}
 	opts := []tfexec.InitOption{tfexec.Upgrade(false)}
-	for _, k := range slices.Sorted(mapsKeys(r.BackendConfig)) {
+	for _, k := range slices.Sorted(maps.Keys(r.BackendConfig)) {
 		opts = append(opts, tfexec.BackendConfig(k+"="+r.BackendConfig[k]))
 	}
 	if err := tf.Init(ctx, opts...); err != nil {
@@ -156,22 +157,12 @@ func (r *Runner) init(ctx context.Context, tf *tfexec.Terraform, dir string) err
 	return os.WriteFile(marker, []byte(sum), 0o600)
 }
 
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // configHash hashes the root's own configuration files (not its state or
 // .terraform) and the backend settings: what init depends on.
 func configHash(dir, backend string, config map[string]string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "backend=%q\n", backend)
-	for _, k := range slices.Sorted(mapsKeys(config)) {
+	for _, k := range slices.Sorted(maps.Keys(config)) {
 		fmt.Fprintf(h, "%q=%q\n", k, config[k])
 	}
 	entries, err := os.ReadDir(dir)
