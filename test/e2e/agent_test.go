@@ -141,6 +141,21 @@ func (p *proc) await(t testing.TB, from int, re string) (string, int) {
 	}
 }
 
+// startAgent issues svc a one-time token over the control socket, runs
+// its agent against addr with its state under dir, and waits from log line
+// `from` on until srv sees it connected; it returns the line after that.
+func startAgent(t testing.TB, srv *proc, dir, socket, addr, svc string, from int) int {
+	t.Helper()
+	enroll := filepath.Join(dir, "enroll-"+svc+".json")
+	if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
+		t.Fatalf("token: %v\n%s", err, out)
+	}
+	run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
+		"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
+	_, next := srv.await(t, from, `agent connected: service=`+regexp.QuoteMeta(svc)+`\b`)
+	return next
+}
+
 func status(t *testing.T, socket string) map[string]*nixmoxv1.ServiceStatus {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -79,13 +79,7 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 	cacheURL := regexp.MustCompile(`url=(\S+)`).FindStringSubmatch(cacheLine)[1]
 	next := 0
 	for _, svc := range []string{"a", "b"} {
-		enroll := filepath.Join(dir, "enroll-"+svc+".json")
-		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
-			t.Fatalf("token: %v\n%s", err, out)
-		}
-		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
-			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
-		_, next = srv.await(t, next, `agent connected: service=`+svc)
+		next = startAgent(t, srv, dir, socket, addr, svc, next)
 	}
 
 	closure(t, dir, "a.nix", "a1", filepath.Join(dir, "a.active"))
@@ -294,13 +288,7 @@ func TestServerKilledMidRollout(t *testing.T) {
 	addr, serve := restartable(t, dir, socket)
 	srv := serve()
 	for _, svc := range []string{"a", "b"} {
-		enroll := filepath.Join(dir, "enroll-"+svc+".json")
-		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
-			t.Fatalf("token: %v\n%s", err, out)
-		}
-		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
-			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
-		srv.await(t, 0, `agent connected: service=`+svc)
+		startAgent(t, srv, dir, socket, addr, svc, 0)
 	}
 	flag := filepath.Join(dir, "go")
 	closure(t, dir, "a.nix", "a1", filepath.Join(dir, "a.active"))
@@ -369,13 +357,7 @@ func TestServerKilledAtManyPoints(t *testing.T) {
 	needs := map[string]string{"b": `["a"]`, "c": `["b"]`, "d": `["a"]`, "e": `["d"]`}
 	var entries []string
 	for i, svc := range services {
-		enroll := filepath.Join(dir, "enroll-"+svc+".json")
-		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", socket, "-o", enroll).CombinedOutput(); err != nil {
-			t.Fatalf("token: %v\n%s", err, out)
-		}
-		run(t, "nixmox-agent", "--server", addr, "--service", svc, "--enroll-file", enroll,
-			"--state-dir", filepath.Join(dir, "agent-"+svc), "--profile", filepath.Join(dir, "profiles-"+svc, "system"))
-		srv.await(t, 0, `agent connected: service=`+svc)
+		startAgent(t, srv, dir, socket, addr, svc, 0)
 		closure(t, dir, svc+".nix", svc+"1", filepath.Join(dir, svc+".active"))
 		dep := needs[svc]
 		if dep == "" {

@@ -58,13 +58,7 @@ func newObserved(t *testing.T) *observed {
 	agents := regexp.MustCompile(`agents=(\S+)`).FindStringSubmatch(line)[1]
 	var entries []string
 	for i, svc := range []string{"a", "b"} {
-		enroll := filepath.Join(o.dir, "enroll-"+svc+".json")
-		if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", svc, "--socket", o.socket, "-o", enroll).CombinedOutput(); err != nil {
-			t.Fatalf("token: %v\n%s", err, out)
-		}
-		run(t, "nixmox-agent", "--server", agents, "--service", svc, "--enroll-file", enroll,
-			"--state-dir", filepath.Join(o.dir, "agent-"+svc), "--profile", filepath.Join(o.dir, "profiles-"+svc, "system"))
-		o.srv.await(t, 0, `agent connected: service=`+svc)
+		startAgent(t, o.srv, o.dir, o.socket, agents, svc, 0)
 		active := filepath.Join(o.dir, svc+".active")
 		closure(t, o.dir, svc+".nix", svc+"1", active)
 		entries = append(entries, fmt.Sprintf(`%q: {"ip": "10.9.0.%d", "hostname": "%s.lab.test", "closure": "%s.nix",
