@@ -1,12 +1,13 @@
 package plan
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Formats are the names WriteFormat accepts.
@@ -30,11 +31,56 @@ func (p *Plan) WriteFormat(w io.Writer, format string) error {
 	return fmt.Errorf("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
 }
 
-// WriteJSON writes the plan's JSON contract, indented.
+// WriteJSON writes the plan's JSON contract, indented, as it goes: a plan
+// of ten thousand services is never held in memory as text.
 func (p *Plan) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(p)
+	enc := jsontext.NewEncoder(w, jsontext.WithIndent("  "))
+	strs := func(name string, list []string) error {
+		if err := enc.WriteToken(jsontext.String(name)); err != nil {
+			return err
+		}
+		if err := enc.WriteToken(jsontext.BeginArray); err != nil {
+			return err
+		}
+		for _, s := range list {
+			if err := enc.WriteToken(jsontext.String(s)); err != nil {
+				return err
+			}
+		}
+		return enc.WriteToken(jsontext.EndArray)
+	}
+	if err := enc.WriteToken(jsontext.BeginObject); err != nil {
+		return err
+	}
+	if err := strs("services", p.Services); err != nil {
+		return err
+	}
+	if err := enc.WriteToken(jsontext.String("steps")); err != nil {
+		return err
+	}
+	if err := enc.WriteToken(jsontext.BeginArray); err != nil {
+		return err
+	}
+	for _, s := range p.Steps {
+		for _, t := range []jsontext.Token{jsontext.BeginObject,
+			jsontext.String("id"), jsontext.String(s.ID),
+			jsontext.String("phase"), jsontext.String(string(s.Phase)),
+			jsontext.String("service"), jsontext.String(s.Service)} {
+			if err := enc.WriteToken(t); err != nil {
+				return err
+			}
+		}
+		if err := strs("needs", s.Needs); err != nil {
+			return err
+		}
+		if err := enc.WriteToken(jsontext.EndObject); err != nil {
+			return err
+		}
+	}
+	if err := enc.WriteToken(jsontext.EndArray); err != nil {
+		return err
+	}
+	return enc.WriteToken(jsontext.EndObject)
 }
 
 // WriteText writes the plan for a terminal: a summary line, then the steps

@@ -46,6 +46,14 @@ func TestPlanContract(t *testing.T) {
 			if err := p.WriteJSON(&buf); err != nil {
 				t.Fatal(err)
 			}
+			// WriteJSON streams; encoding/json is the reference for the bytes.
+			want, err := json.MarshalIndent(p, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := buf.String(); got != string(want)+"\n" {
+				t.Errorf("WriteJSON differs from encoding/json:\n%s\nwant:\n%s", got, want)
+			}
 			dec := json.NewDecoder(&buf)
 			dec.DisallowUnknownFields()
 			var cp contractPlan
