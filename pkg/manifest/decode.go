@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"reflect"
 	"runtime"
 	"slices"
@@ -30,12 +31,32 @@ type streamDecoder interface {
 // builds a Path when it has a problem to record: most values have none.
 type decoder struct {
 	dec   *jsontext.Decoder
+	src   string // the whole input: strings without escapes are slices of it
+	base  int    // where dec's input starts in src
 	diags Diagnostics
 	stack []string // keys, and "[i]" for list elements
 }
 
+// newDecoder reads data in place (jsontext parses a bytes.Buffer without
+// copying it).
 func newDecoder(data []byte) *decoder {
-	return &decoder{dec: jsontext.NewDecoder(bytes.NewReader(data))}
+	return &decoder{dec: jsontext.NewDecoder(bytes.NewBuffer(data)), src: string(data)}
+}
+
+// readString reads the string (or object member name) that comes next. One
+// without escapes, nearly every one, is returned as a slice of the input:
+// decoding a manifest does not allocate a string per value.
+func (d *decoder) readString() (string, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		end := d.base + int(d.dec.InputOffset()) - 1 // the closing quote
+		return d.src[end-len(raw)+2 : end], nil
+	}
+	s, err := jsontext.AppendUnquote(nil, raw)
+	return string(s), err
 }
 
 func (d *decoder) push(key string) { d.stack = append(d.stack, key) }
@@ -72,20 +93,29 @@ var fieldCache, structCache sync.Map // reflect.Type -> []field, *structInfo
 
 // structInfo indexes a struct's fields by manifest name.
 type structInfo struct {
-	byName map[string]field
-	names  []string
+	byName   map[string]field
+	names    []string
+	defaults reflect.Value // a value of the type with every default applied; copied, never written
+	stream   bool          // *T is a streamDecoder
 }
+
+var typeOfStreamDecoder = reflect.TypeFor[streamDecoder]()
 
 func structOf(t reflect.Type) *structInfo {
 	if si, ok := structCache.Load(t); ok {
 		return si.(*structInfo)
 	}
 	fs := fieldsOf(t)
-	si := &structInfo{byName: make(map[string]field, len(fs))}
+	si := &structInfo{
+		byName:   make(map[string]field, len(fs)),
+		defaults: reflect.New(t).Elem(),
+		stream:   reflect.PointerTo(t).Implements(typeOfStreamDecoder),
+	}
 	for _, f := range fs {
 		si.byName[f.name] = f
 		si.names = append(si.names, f.name)
 	}
+	setDefaults(si.defaults)
 	structCache.Store(t, si)
 	return si
 }
@@ -113,13 +143,20 @@ func fieldsOf(t reflect.Type) []field {
 	return fs
 }
 
-// applyDefaults sets every field of the struct v that has a default tag, and
-// recurses into nested (non-pointer) structs.
+// applyDefaults sets every field of the struct v that has a default tag,
+// nested (non-pointer) structs included, and every other field to its zero
+// value.
 func applyDefaults(v reflect.Value) {
+	v.Set(structOf(v.Type()).defaults)
+}
+
+// setDefaults sets every field of the struct v that has a default tag, and
+// recurses into nested (non-pointer) structs.
+func setDefaults(v reflect.Value) {
 	for _, f := range fieldsOf(v.Type()) {
 		fv := v.Field(f.index)
 		if fv.Kind() == reflect.Struct {
-			applyDefaults(fv)
+			setDefaults(fv)
 			continue
 		}
 		if !f.hasDef {
@@ -158,11 +195,6 @@ func (d *decoder) decode(out reflect.Value) error {
 		_, err := d.dec.ReadToken()
 		return err
 	}
-	if out.CanAddr() {
-		if sd, ok := out.Addr().Interface().(streamDecoder); ok {
-			return sd.decodeStream(d)
-		}
-	}
 	switch out.Kind() {
 	case reflect.Pointer:
 		nv := reflect.New(out.Type().Elem())
@@ -180,6 +212,9 @@ func (d *decoder) decode(out reflect.Value) error {
 		out.Set(nv)
 		return nil
 	case reflect.Struct:
+		if structOf(out.Type()).stream {
+			return out.Addr().Interface().(streamDecoder).decodeStream(d)
+		}
 		return d.decodeStruct(out)
 	case reflect.Map:
 		if kind != '{' {
@@ -194,11 +229,10 @@ func (d *decoder) decode(out reflect.Value) error {
 		m := reflect.MakeMap(out.Type())
 		ev := reflect.New(out.Type().Elem()).Elem() // reused: SetMapIndex copies
 		for d.dec.PeekKind() != '}' {
-			k, err := d.dec.ReadToken()
+			key, err := d.readString()
 			if err != nil {
 				return err
 			}
-			key := k.String()
 			ev.SetZero()
 			d.push(key)
 			err = d.decode(ev)
@@ -239,11 +273,11 @@ func (d *decoder) decode(out reflect.Value) error {
 		if kind != '"' {
 			return d.typeError("a string")
 		}
-		tok, err := d.dec.ReadToken()
+		str, err := d.readString()
 		if err != nil {
 			return err
 		}
-		out.SetString(tok.String())
+		out.SetString(str)
 		return nil
 	case reflect.Bool:
 		if kind != 't' && kind != 'f' {
@@ -259,15 +293,15 @@ func (d *decoder) decode(out reflect.Value) error {
 		if kind != '0' {
 			return d.typeError("a whole number")
 		}
-		tok, err := d.dec.ReadToken()
+		raw, err := d.dec.ReadValue()
 		if err != nil {
 			return err
 		}
 		// 32 bits: no manifest number comes near, and no later arithmetic
 		// can overflow on any platform.
-		n, err := strconv.ParseInt(tok.String(), 10, 32)
-		if err != nil {
-			d.errorf("must be a whole number, not the number %s", truncate(tok.String(), 40))
+		n, ok := parseInt32(raw)
+		if !ok {
+			d.errorf("must be a whole number, not the number %s", truncate(string(raw), 40))
 			return nil
 		}
 		out.SetInt(n)
@@ -304,7 +338,7 @@ func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool)
 		k := first
 		if !haveFirst {
 			var err error
-			if k, err = d.readName(st); err != nil {
+			if k, err = d.readString(); err != nil {
 				return err
 			}
 		}
@@ -331,21 +365,27 @@ func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool)
 	return err
 }
 
-// readName reads an object member's name. A name that is one of st's
-// fields is returned as the field's own string, without allocating: almost
-// every name is.
-func (d *decoder) readName(st *structInfo) (string, error) {
-	raw, err := d.dec.ReadValue()
-	if err != nil {
-		return "", err
+// parseInt32 parses a JSON number (already checked by jsontext) that is a
+// whole number within 32 bits.
+func parseInt32(raw []byte) (int64, bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
 	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		if f, ok := st.byName[string(raw[1:len(raw)-1])]; ok {
-			return f.name, nil
+	if len(digits) == 0 || len(digits) > 10 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false // a fraction or an exponent
 		}
+		n = n*10 + int64(c-'0')
 	}
-	name, err := jsontext.AppendUnquote(nil, raw)
-	return string(name), err
+	if len(raw) > len(digits) {
+		n = -n
+	}
+	return n, n >= math.MinInt32 && n <= math.MaxInt32
 }
 
 // typeError records that the next value is not what was wanted, and skips
@@ -411,22 +451,22 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 		return err
 	}
 	type entry struct {
-		name string
-		raw  []byte
-		svc  *Service
+		name   string
+		lo, hi int // the value's place in d.src
+		svc    *Service
 	}
 	var entries []entry
 	for d.dec.PeekKind() != '}' {
-		k, err := d.dec.ReadToken()
+		name, err := d.readString()
 		if err != nil {
 			return err
 		}
-		name := k.String()
 		raw, err := d.dec.ReadValue()
 		if err != nil {
 			return err
 		}
-		entries = append(entries, entry{name: name, raw: bytes.Clone(raw)})
+		hi := d.base + int(d.dec.InputOffset())
+		entries = append(entries, entry{name: name, lo: hi - len(raw), hi: hi})
 	}
 	if _, err := d.dec.ReadToken(); err != nil {
 		return err
@@ -439,10 +479,13 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 	for w := range workers {
 		lo, hi := min(w*chunk, len(entries)), min((w+1)*chunk, len(entries))
 		wg.Go(func() {
-			sub := &decoder{dec: jsontext.NewDecoder(bytes.NewReader(nil)), stack: append([]string(nil), d.stack...)}
+			rd := strings.NewReader("")
+			sub := &decoder{dec: jsontext.NewDecoder(rd), src: d.src, stack: slices.Clone(d.stack)}
 			for i := lo; i < hi; i++ {
 				e := &entries[i]
-				sub.dec.Reset(bytes.NewReader(e.raw))
+				rd.Reset(d.src[e.lo:e.hi])
+				sub.dec.Reset(rd)
+				sub.base = e.lo
 				sub.push(e.name)
 				v := reflect.ValueOf(&e.svc).Elem()
 				err := sub.decode(v)

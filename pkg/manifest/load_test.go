@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,5 +273,31 @@ func TestJSONRoundTripOfVariables(t *testing.T) {
 	// Big numbers must reach Terraform exactly, not through float64.
 	if want := `{"l":[1,"a",{"b":null}],"n":12345678901234567890}`; string(out) != want {
 		t.Fatalf("variables = %s, want %s", out, want)
+	}
+}
+
+// TestStringsDecodeLikeEncodingJSON checks the decoder's strings — values,
+// service names, named routes and map keys, with and without escapes, at
+// the top level and inside services (which are decoded separately) —
+// against encoding/json's reading of the same literals.
+func TestStringsDecodeLikeEncodingJSON(t *testing.T) {
+	for _, lit := range []string{`""`, `"plain"`, `"caf\u00e9"`, `"café"`, `"a\"b\\c"`, `"tab\there"`, `"\ud83d\ude00 x"`, `"/"`, `"\/x"`} {
+		var want string
+		if err := json.Unmarshal([]byte(lit), &want); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := Parse([]byte(`{
+			"network": {"domain": `+lit+`, "ssh_keys": {`+lit+`: []}},
+			"services": {"s": {"version": `+lit+`, "tags": [`+lit+`],
+				"interface": {"proxy": {`+lit+`: {"path": `+lit+`}}, "terraform": {"variables": {`+lit+`: `+lit+`}}}}}}`), FormatJSON, "s.json")
+		if m == nil {
+			t.Fatalf("%s: not decoded", lit)
+		}
+		s := m.Services["s"]
+		_, key := m.Network.SSHKeys[want]
+		got := []any{m.Network.Domain, key, s.Version, s.Tags[0], s.Interface.Proxy.Routes[0].Name, s.Interface.Proxy.Routes[0].Path, s.Interface.Terraform.Variables[want]}
+		if fmt.Sprint(got) != fmt.Sprint([]any{want, true, want, want, want, want, want}) {
+			t.Errorf("%s: decoded %q, want %q everywhere", lit, got, want)
+		}
 	}
 }

@@ -58,7 +58,7 @@ func (p *Proxy) decodeStream(d *decoder) error {
 		_, err := d.dec.ReadToken()
 		return err
 	}
-	first, err := d.readName(structOf(typeOfRoute))
+	first, err := d.readString()
 	if err != nil {
 		return err
 	}
@@ -68,8 +68,9 @@ func (p *Proxy) decodeStream(d *decoder) error {
 	}
 	p.Named = true
 	for name := first; ; {
-		r := &Route{Name: name}
+		r := &Route{}
 		applyDefaults(reflect.ValueOf(r).Elem())
+		r.Name = name
 		d.push(name)
 		if d.dec.PeekKind() == '{' {
 			err = d.decode(reflect.ValueOf(r).Elem())
@@ -84,11 +85,9 @@ func (p *Proxy) decodeStream(d *decoder) error {
 		if d.dec.PeekKind() == '}' {
 			break
 		}
-		tok, err := d.dec.ReadToken()
-		if err != nil {
+		if name, err = d.readString(); err != nil {
 			return err
 		}
-		name = tok.String()
 	}
 	sort.Slice(p.Routes, func(i, j int) bool { return p.Routes[i].Name < p.Routes[j].Name })
 	_, err = d.dec.ReadToken()

@@ -767,91 +767,137 @@ func (v *validator) health(p Path, h *Health) {
 // duplicates reports IPs, hostnames, vmids, route domain+path pairs and
 // databases that two enabled services share.
 func (v *validator) duplicates(enabled []*Service) {
-	// Paths and messages are built only for the duplicates found.
+	// The indexes hold only where a value was first seen, in a few bytes;
+	// paths and messages are built only for the duplicates found.
 	n := len(enabled)
-	seen := make(map[dupKey]lazyPath, 5*n)
-	check := func(key dupKey, p lazyPath) {
-		if prev, dup := seen[key]; dup {
-			v.diags.Addf(p.Path(), "%s is already used by %s", key, prev.Path())
-			return
-		}
-		seen[key] = p
+	var (
+		ips    = make(map[string]site, n)
+		hosts  = make(map[string]site, n)
+		vmids  = make(map[int]site, n)
+		routes = make(map[[2]string]site, n)
+		tlsOf  = make(map[string]site, n) // each domain's first route
+		dbs    = make(map[[2]string]site, n)
+	)
+	dup := func(at, prev site, what string) {
+		v.diags.Addf(at.path(enabled), "%s is already used by %s", what, prev.path(enabled))
 	}
-	type siteTLS struct {
-		tls bool
-		at  lazyPath
-	}
-	tlsOf := make(map[string]siteTLS, n)
-	for _, s := range enabled {
+	for i, s := range enabled {
 		if v.byName[s.Name] != s {
 			continue
 		}
-		p := s.Path()
+		svc := int32(i)
 		if s.IP != "" {
-			check(dupKey{kind: "IP", a: s.IP}, lazyPath{p, "ip"})
+			if prev, ok := firstSeen(ips, s.IP, site{svc: svc, field: siteIP}); !ok {
+				dup(site{svc: svc, field: siteIP}, prev, "IP "+s.IP)
+			}
 		}
 		if s.Hostname != "" {
 			h := strings.ToLower(s.Hostname)
-			check(dupKey{kind: "hostname", a: h}, lazyPath{p, "hostname"})
+			if prev, ok := firstSeen(hosts, h, site{svc: svc, field: siteHostname}); !ok {
+				dup(site{svc: svc, field: siteHostname}, prev, "hostname "+h)
+			}
 		}
 		if s.VMID != 0 {
-			check(dupKey{kind: "vmid", n: s.VMID}, lazyPath{p, "vmid"})
+			if prev, ok := firstSeen(vmids, s.VMID, site{svc: svc, field: siteVMID}); !ok {
+				dup(site{svc: svc, field: siteVMID}, prev, "vmid "+strconv.Itoa(s.VMID))
+			}
 		}
 		if px := s.Interface.Proxy; px != nil {
-			for _, r := range px.Routes {
-				field := "interface.proxy.domain"
-				if px.Named {
-					field = "interface.proxy." + r.Name + ".domain"
+			for j, r := range px.Routes {
+				if r.Domain == "" {
+					continue
 				}
-				if r.Domain != "" {
-					d := strings.ToLower(r.Domain)
-					check(dupKey{kind: "route", a: d, b: r.Path}, lazyPath{p, field})
-					// One site per domain: its routes must agree on TLS.
-					if prev, ok := tlsOf[d]; ok && prev.tls != r.TLS {
-						v.diags.Addf(lazyPath{p, strings.TrimSuffix(field, "domain") + "tls"}.Path(),
-							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.at.Path(), prev.tls)
-					} else if !ok {
-						tlsOf[d] = siteTLS{r.TLS, lazyPath{p, field}}
+				at := site{svc: svc, field: siteRouteDomain, sub: int32(j)}
+				d := strings.ToLower(r.Domain)
+				if prev, ok := firstSeen(routes, [2]string{d, r.Path}, at); !ok {
+					dup(at, prev, "route "+d+r.Path)
+				}
+				// One site per domain: its routes must agree on TLS.
+				if prev, ok := firstSeen(tlsOf, d, at); !ok {
+					if other := enabled[prev.svc].Interface.Proxy.Routes[prev.sub]; other.TLS != r.TLS {
+						v.diags.Addf(site{svc: svc, field: siteRouteTLS, sub: int32(j)}.path(enabled),
+							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.path(enabled), other.TLS)
 					}
 				}
 			}
 		}
-		for _, d := range s.Databases() {
+		if s.Interface.DB == nil && len(s.Interface.DBs) == 0 {
+			continue
+		}
+		for j, d := range s.Databases() {
 			if d.DB.server == nil || d.DB.Mode == "standalone" {
 				continue
 			}
-			for i := -1; i < len(d.DB.AdditionalDBs); i++ {
+			at := site{svc: svc, field: siteDBName, sub: int32(j)}
+			for k := -1; k < len(d.DB.AdditionalDBs); k++ {
 				name := d.DB.Name
-				if i >= 0 {
-					name = d.DB.AdditionalDBs[i]
+				if k >= 0 {
+					name = d.DB.AdditionalDBs[k]
 				}
-				if name != "" {
-					at := lazyPath{d.Path(), "name"}
-					check(dupKey{kind: "database", a: name, b: d.DB.server.Name}, at)
+				if name == "" {
+					continue
+				}
+				if prev, ok := firstSeen(dbs, [2]string{name, d.DB.server.Name}, at); !ok {
+					dup(at, prev, "database "+strconv.Quote(name)+" on "+d.DB.server.Name)
 				}
 			}
 		}
 	}
 }
 
-// dupKey is a value that must be unique across enabled services.
-type dupKey struct {
-	kind string // IP, hostname, vmid, route, database
-	a, b string
-	n    int
+// firstSeen records that key was seen at at, unless it was seen before:
+// then it returns where, and false.
+func firstSeen[K comparable](m map[K]site, key K, at site) (site, bool) {
+	if prev, seen := m[key]; seen {
+		return prev, false
+	}
+	m[key] = at
+	return at, true
 }
 
-// String is the value as messages show it.
-func (k dupKey) String() string {
-	switch k.kind {
-	case "vmid":
-		return "vmid " + strconv.Itoa(k.n)
-	case "route":
-		return "route " + k.a + k.b
-	case "database":
-		return "database " + strconv.Quote(k.a) + " on " + k.b
+// site is where a value that must be unique was first seen: a service (its
+// index in the enabled list), which of its fields and, for a route or a
+// database, which one.
+type site struct {
+	svc   int32
+	sub   int32
+	field uint8
+}
+
+// The fields a site can point at.
+const (
+	siteIP uint8 = iota
+	siteHostname
+	siteVMID
+	siteRouteDomain
+	siteRouteTLS
+	siteDBName
+)
+
+func (st site) path(enabled []*Service) Path {
+	s := enabled[st.svc]
+	p := s.Path()
+	switch st.field {
+	case siteIP:
+		return p.Key("ip")
+	case siteHostname:
+		return p.Key("hostname")
+	case siteVMID:
+		return p.Key("vmid")
+	case siteRouteDomain, siteRouteTLS:
+		px := s.Interface.Proxy
+		p = p.Key("interface").Key("proxy")
+		if px.Named {
+			p = p.Key(px.Routes[st.sub].Name)
+		}
+		if st.field == siteRouteTLS {
+			return p.Key("tls")
+		}
+		return p.Key("domain")
+	case siteDBName:
+		return s.Databases()[st.sub].Path().Key("name")
 	}
-	return k.kind + " " + k.a
+	panic("manifest: unknown site field")
 }
 
 // NamedDB is a database of a service with where it is declared.
@@ -913,21 +959,21 @@ func (v *validator) dependencies(s *Service) {
 	}
 	// One Dependency per service, its reasons in the order found but with
 	// the explicit depends_on first (and its path), since that is what the
-	// user wrote.
-	slices.SortStableFunc(s.deps, func(a, b Dependency) int {
-		if c := strings.Compare(a.Service, b.Service); c != 0 {
-			return c
-		}
-		return boolRank(b.mask == reasonBit("depends_on")) - boolRank(a.mask == reasonBit("depends_on"))
-	})
+	// user wrote. The explicit ones were appended last.
 	out := s.deps[:0]
 	for _, d := range s.deps {
-		if n := len(out); n > 0 && out[n-1].Service == d.Service {
-			out[n-1].mask |= d.mask
-			continue
+		j := slices.IndexFunc(out, func(o Dependency) bool { return o.Service == d.Service })
+		switch {
+		case j < 0:
+			out = append(out, d)
+		case d.mask == reasonBit("depends_on") && out[j].mask&d.mask == 0:
+			d.mask |= out[j].mask
+			out[j] = d
+		default:
+			out[j].mask |= d.mask
 		}
-		out = append(out, d)
 	}
+	slices.SortFunc(out, func(a, b Dependency) int { return strings.Compare(a.Service, b.Service) })
 	s.deps = out
 	if !s.Core {
 		return
