@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"runtime"
@@ -14,8 +15,9 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The decoder reads the manifest's JSON token by token (jsontext, which also
-// rejects duplicate keys) straight into the typed model. Unlike
+// The decoder reads the manifest's JSON token by token (jsontext) straight
+// into the typed model, rejecting duplicate keys itself (a bit per struct
+// field is cheaper than jsontext's record of every name). Unlike
 // encoding/json it does not stop at the first problem: every unknown field,
 // wrong type and value outside an enum is recorded with its path, the value
 // is skipped, and decoding goes on with the rest. Only malformed JSON stops
@@ -33,6 +35,7 @@ type decoder struct {
 	dec   *jsontext.Decoder
 	src   string // the whole input: strings without escapes are slices of it
 	base  int    // where dec's input starts in src
+	start int    // where the last string read starts in src
 	diags Diagnostics
 	stack []string // keys, and "[i]" for list elements
 }
@@ -40,7 +43,27 @@ type decoder struct {
 // newDecoder reads data in place (jsontext parses a bytes.Buffer without
 // copying it).
 func newDecoder(data []byte) *decoder {
-	return &decoder{dec: jsontext.NewDecoder(bytes.NewBuffer(data)), src: string(data)}
+	return &decoder{dec: newTokenizer(bytes.NewBuffer(data)), src: string(data)}
+}
+
+// tokenizerOptions leave duplicate keys to the decoder.
+var tokenizerOptions = jsontext.AllowDuplicateNames(true)
+
+func newTokenizer(r io.Reader) *jsontext.Decoder {
+	return jsontext.NewDecoder(r, tokenizerOptions)
+}
+
+// duplicateKeyError is an object member given twice; off is where the
+// second one starts in the input.
+type duplicateKeyError struct {
+	name string
+	off  int
+}
+
+func (e *duplicateKeyError) Error() string { return fmt.Sprintf("duplicate key %q", e.name) }
+
+func (d *decoder) duplicate(name string) error {
+	return &duplicateKeyError{name: name, off: d.start}
 }
 
 // readString reads the string (or object member name) that comes next. One
@@ -51,9 +74,10 @@ func (d *decoder) readString() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	end := d.base + int(d.dec.InputOffset())
+	d.start = end - len(raw)
 	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
-		end := d.base + int(d.dec.InputOffset()) - 1 // the closing quote
-		return d.src[end-len(raw)+2 : end], nil
+		return d.src[d.start+1 : end-1], nil
 	}
 	s, err := jsontext.AppendUnquote(nil, raw)
 	return string(s), err
@@ -82,7 +106,8 @@ func (d *decoder) errorf(format string, args ...any) {
 // field is one struct field as the manifest sees it.
 type field struct {
 	name   string // json name
-	index  int
+	index  int    // in the Go struct
+	pos    int    // among the manifest fields
 	doc    string
 	def    string // default, "" when none
 	hasDef bool
@@ -111,6 +136,9 @@ func structOf(t reflect.Type) *structInfo {
 		defaults: reflect.New(t).Elem(),
 		stream:   reflect.PointerTo(t).Implements(typeOfStreamDecoder),
 	}
+	if len(fs) > 64 {
+		panic(fmt.Sprintf("manifest: %s has more fields than structMembers tracks", t))
+	}
 	for _, f := range fs {
 		si.byName[f.name] = f
 		si.names = append(si.names, f.name)
@@ -132,7 +160,7 @@ func fieldsOf(t reflect.Type) []field {
 		if name == "" || name == "-" || !sf.IsExported() {
 			continue
 		}
-		f := field{name: name, index: i, doc: sf.Tag.Get("doc")}
+		f := field{name: name, index: i, pos: len(fs), doc: sf.Tag.Get("doc")}
 		f.def, f.hasDef = sf.Tag.Lookup("default")
 		if e := sf.Tag.Get("enum"); e != "" {
 			f.enum = strings.Split(e, ",")
@@ -233,6 +261,10 @@ func (d *decoder) decode(out reflect.Value) error {
 			if err != nil {
 				return err
 			}
+			kv := reflect.ValueOf(key)
+			if m.MapIndex(kv).IsValid() {
+				return d.duplicate(key)
+			}
 			ev.SetZero()
 			d.push(key)
 			err = d.decode(ev)
@@ -240,7 +272,7 @@ func (d *decoder) decode(out reflect.Value) error {
 			if err != nil {
 				return err
 			}
-			m.SetMapIndex(reflect.ValueOf(key), ev)
+			m.SetMapIndex(kv, ev)
 		}
 		out.Set(m)
 		_, err := d.dec.ReadToken()
@@ -307,7 +339,7 @@ func (d *decoder) decode(out reflect.Value) error {
 		out.SetInt(n)
 		return nil
 	case reflect.Interface:
-		v, err := jsonValue(d.dec)
+		v, err := d.jsonValue()
 		if err != nil {
 			return err
 		}
@@ -334,6 +366,8 @@ func (d *decoder) decodeStruct(out reflect.Value) error {
 // member has been read too: first.
 func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool) error {
 	st := structOf(out.Type())
+	var seen uint64     // by field pos
+	var unknown []string // unknown names, rare
 	for haveFirst || d.dec.PeekKind() != '}' {
 		k := first
 		if !haveFirst {
@@ -346,9 +380,17 @@ func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool)
 		d.push(k)
 		var err error
 		if f, ok := st.byName[k]; !ok {
+			if slices.Contains(unknown, k) {
+				return d.duplicate(k)
+			}
+			unknown = append(unknown, k)
 			d.errorf("unknown field %q%s", k, didYouMean(k, st.names))
 			err = d.dec.SkipValue()
 		} else {
+			if seen&(1<<f.pos) != 0 {
+				return d.duplicate(k)
+			}
+			seen |= 1 << f.pos
 			fv := out.Field(f.index)
 			err = d.decode(fv)
 			if f.enum != nil && err == nil && !slices.Contains(f.enum, fv.String()) {
@@ -456,11 +498,16 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 		svc    *Service
 	}
 	var entries []entry
+	services := map[string]*Service{}
 	for d.dec.PeekKind() != '}' {
 		name, err := d.readString()
 		if err != nil {
 			return err
 		}
+		if _, dup := services[name]; dup {
+			return d.duplicate(name)
+		}
+		services[name] = nil
 		raw, err := d.dec.ReadValue()
 		if err != nil {
 			return err
@@ -480,18 +527,19 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 		lo, hi := min(w*chunk, len(entries)), min((w+1)*chunk, len(entries))
 		wg.Go(func() {
 			rd := strings.NewReader("")
-			sub := &decoder{dec: jsontext.NewDecoder(rd), src: d.src, stack: slices.Clone(d.stack)}
+			sub := &decoder{dec: newTokenizer(rd), src: d.src, stack: slices.Clone(d.stack)}
 			for i := lo; i < hi; i++ {
 				e := &entries[i]
 				rd.Reset(d.src[e.lo:e.hi])
-				sub.dec.Reset(rd)
+				sub.dec.Reset(rd, tokenizerOptions)
 				sub.base = e.lo
 				sub.push(e.name)
 				v := reflect.ValueOf(&e.svc).Elem()
 				err := sub.decode(v)
 				sub.pop()
 				if err != nil {
-					errs[w] = err // cannot happen: ReadValue checked the syntax
+					// A duplicate key: ReadValue checked the syntax.
+					errs[w] = err
 					return
 				}
 			}
@@ -505,10 +553,9 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 		}
 		d.diags = append(d.diags, diags[w]...)
 	}
-	m := reflect.MakeMapWithSize(out.Type(), len(entries))
 	for _, e := range entries {
-		m.SetMapIndex(reflect.ValueOf(e.name), reflect.ValueOf(e.svc))
+		services[e.name] = e.svc
 	}
-	out.Set(m)
+	out.Set(reflect.ValueOf(services))
 	return nil
 }

@@ -147,8 +147,45 @@ func decodeManifest(data []byte) (*Manifest, Diagnostics, error) {
 
 // jsonValue reads one value into the generic tree. Numbers stay
 // json.Number, so that Terraform variables reach Terraform exactly.
-func jsonValue(dec *jsontext.Decoder) (any, error) {
-	tok, err := dec.ReadToken()
+func (d *decoder) jsonValue() (any, error) {
+	switch d.dec.PeekKind() {
+	case '{':
+		if _, err := d.dec.ReadToken(); err != nil {
+			return nil, err
+		}
+		obj := map[string]any{}
+		for d.dec.PeekKind() != '}' {
+			k, err := d.readString()
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := obj[k]; dup {
+				return nil, d.duplicate(k)
+			}
+			if obj[k], err = d.jsonValue(); err != nil {
+				return nil, err
+			}
+		}
+		_, err := d.dec.ReadToken()
+		return obj, err
+	case '[':
+		if _, err := d.dec.ReadToken(); err != nil {
+			return nil, err
+		}
+		list := []any{}
+		for d.dec.PeekKind() != ']' {
+			v, err := d.jsonValue()
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := d.dec.ReadToken()
+		return list, err
+	case '"':
+		return d.readString()
+	}
+	tok, err := d.dec.ReadToken()
 	if err != nil {
 		if err == io.EOF {
 			return nil, io.ErrUnexpectedEOF
@@ -156,35 +193,6 @@ func jsonValue(dec *jsontext.Decoder) (any, error) {
 		return nil, err
 	}
 	switch tok.Kind() {
-	case '{':
-		obj := map[string]any{}
-		for dec.PeekKind() != '}' {
-			kt, err := dec.ReadToken()
-			if err != nil {
-				return nil, err
-			}
-			k := kt.String()
-			v, err := jsonValue(dec)
-			if err != nil {
-				return nil, err
-			}
-			obj[k] = v
-		}
-		_, err := dec.ReadToken()
-		return obj, err
-	case '[':
-		list := []any{}
-		for dec.PeekKind() != ']' {
-			v, err := jsonValue(dec)
-			if err != nil {
-				return nil, err
-			}
-			list = append(list, v)
-		}
-		_, err := dec.ReadToken()
-		return list, err
-	case '"':
-		return tok.String(), nil
 	case '0':
 		return json.Number(tok.String()), nil
 	case 't', 'f':
@@ -199,7 +207,10 @@ func jsonValue(dec *jsontext.Decoder) (any, error) {
 func jsonError(data []byte, dec *jsontext.Decoder, err error) error {
 	off := int(dec.InputOffset())
 	var se *jsontext.SyntacticError
-	if errors.As(err, &se) {
+	var de *duplicateKeyError
+	if errors.As(err, &de) {
+		off = de.off
+	} else if errors.As(err, &se) {
 		off = int(se.ByteOffset)
 		err = se.Err
 		if errors.Is(err, jsontext.ErrDuplicateName) {

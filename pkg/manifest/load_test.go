@@ -196,6 +196,12 @@ func TestParseErrors(t *testing.T) {
 		want       string
 	}{
 		{"JSON duplicate key", `{"network": {}, "network": {}}`, FormatJSON, `x.json: invalid JSON at line 1, column 17: duplicate key "network"`},
+		{"JSON duplicate service", "{\"services\": {\"a\": {},\n  \"a\": {}}}", FormatJSON, `x.json: invalid JSON at line 2, column 3: duplicate key "a"`},
+		{"JSON duplicate field in a service", "{\"services\": {\"b\": {}, \"a\": {\"ip\": \"x\",\n \"ip\": \"y\"}}}", FormatJSON, `x.json: invalid JSON at line 2, column 2: duplicate key "ip"`},
+		{"JSON duplicate unknown field", `{"x": 1, "x": 2}`, FormatJSON, `x.json: invalid JSON at line 1, column 10: duplicate key "x"`},
+		{"JSON duplicate map key", `{"network": {"ssh_keys": {"root": [], "root": []}}}`, FormatJSON, `x.json: invalid JSON at line 1, column 39: duplicate key "root"`},
+		{"JSON duplicate named route", `{"services": {"a": {"interface": {"proxy": {"r": {}, "r": {}}}}}}`, FormatJSON, `x.json: invalid JSON at line 1, column 54: duplicate key "r"`},
+		{"JSON duplicate variable", `{"services": {"a": {"interface": {"terraform": {"variables": {"v": {"k": 1, "k": 2}}}}}}}`, FormatJSON, `x.json: invalid JSON at line 1, column 77: duplicate key "k"`},
 		{"JSON trailing data", "{}\n{}", FormatJSON, `x.json: invalid JSON at line 2, column 1: unexpected data after the manifest`},
 		{"JSON syntax", "{\n  \"a\": }", FormatJSON, `x.json: invalid JSON at line 2, column 8: invalid character '}' at start of value (at /a)`},
 		{"YAML duplicate key", "network: {}\nnetwork: {}\n", FormatYAML, `x.json: line 2: duplicate key "network"`},

@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"reflect"
+	"slices"
 	"sort"
 )
 
@@ -67,7 +68,12 @@ func (p *Proxy) decodeStream(d *decoder) error {
 		return d.structMembers(reflect.ValueOf(single).Elem(), first, true)
 	}
 	p.Named = true
+	var names []string
 	for name := first; ; {
+		if slices.Contains(names, name) {
+			return d.duplicate(name)
+		}
+		names = append(names, name)
 		r := &Route{}
 		applyDefaults(reflect.ValueOf(r).Elem())
 		r.Name = name
