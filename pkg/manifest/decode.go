@@ -366,7 +366,7 @@ func (d *decoder) decodeStruct(out reflect.Value) error {
 // member has been read too: first.
 func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool) error {
 	st := structOf(out.Type())
-	var seen uint64     // by field pos
+	var seen uint64      // by field pos
 	var unknown []string // unknown names, rare
 	for haveFirst || d.dec.PeekKind() != '}' {
 		k := first
