@@ -104,7 +104,7 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		return err
 	}
 	stream, err := client.Apply(cmd.Context(), &nixmoxv1.ApplyRequest{
-		ManifestJson: m.JSON, ManifestFile: file, Selection: &nixmoxv1.Selection{Services: selected},
+		ManifestJson: []byte(m.JSON), ManifestFile: file, Selection: &nixmoxv1.Selection{Services: selected},
 		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force, Wait: opts.Wait,
 		NoRollback: opts.NoRollback, DryRun: opts.DryRun,
 	})

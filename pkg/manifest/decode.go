@@ -40,10 +40,8 @@ type decoder struct {
 	stack []string // keys, and "[i]" for list elements
 }
 
-// newDecoder reads data in place (jsontext parses a bytes.Buffer without
-// copying it).
-func newDecoder(data []byte) *decoder {
-	return &decoder{dec: newTokenizer(bytes.NewBuffer(data)), src: string(data)}
+func newDecoder(src string) *decoder {
+	return &decoder{dec: newTokenizer(strings.NewReader(src)), src: src}
 }
 
 // tokenizerOptions leave duplicate keys to the decoder.
@@ -112,6 +110,7 @@ type field struct {
 	def    string // default, "" when none
 	hasDef bool
 	enum   []string
+	info   *structInfo // of the struct the field holds, through pointers, lists and maps; set by structOf
 }
 
 var fieldCache, structCache sync.Map // reflect.Type -> []field, *structInfo
@@ -140,6 +139,9 @@ func structOf(t reflect.Type) *structInfo {
 		panic(fmt.Sprintf("manifest: %s has more fields than structMembers tracks", t))
 	}
 	for _, f := range fs {
+		if st := structBehind(t.Field(f.index).Type); st != nil {
+			f.info = structOf(st)
+		}
 		si.byName[f.name] = f
 		si.names = append(si.names, f.name)
 	}
@@ -147,6 +149,28 @@ func structOf(t reflect.Type) *structInfo {
 	structCache.Store(t, si)
 	return si
 }
+
+// structBehind returns the struct type t holds, directly or through
+// pointers, lists and maps; nil when none.
+func structBehind(t reflect.Type) reflect.Type {
+	for {
+		switch t.Kind() {
+		case reflect.Struct:
+			return t
+		case reflect.Pointer, reflect.Slice, reflect.Map:
+			t = t.Elem()
+		default:
+			return nil
+		}
+	}
+}
+
+// The decoder's entry points, resolved once: decoding looks up no type.
+var (
+	manifestInfo = structOf(reflect.TypeFor[Manifest]())
+	serviceInfo  = structOf(reflect.TypeFor[Service]())
+	routeInfo    = structOf(reflect.TypeFor[Route]())
+)
 
 // fieldsOf returns the manifest fields of struct type t, in declaration order.
 func fieldsOf(t reflect.Type) []field {
@@ -214,9 +238,10 @@ func withDefaults[T any]() *T {
 	return v
 }
 
-// decode reads one value into out (addressable). A problem with the value
-// is recorded and the value skipped; the error is for malformed JSON only.
-func (d *decoder) decode(out reflect.Value) error {
+// decode reads one value into out (addressable); si describes the struct
+// out holds (see field.info), if any. A problem with the value is recorded
+// and the value skipped; the error is for malformed JSON only.
+func (d *decoder) decode(out reflect.Value, si *structInfo) error {
 	kind := d.dec.PeekKind()
 	if kind == 'n' {
 		// null is how Nix and YAML say "not set": keep the default.
@@ -227,23 +252,29 @@ func (d *decoder) decode(out reflect.Value) error {
 	case reflect.Pointer:
 		nv := reflect.New(out.Type().Elem())
 		if nv.Elem().Kind() == reflect.Struct {
+			if si == nil {
+				si = structOf(nv.Elem().Type())
+			}
 			if kind != '{' {
 				// Leave it unset rather than a struct of defaults that
 				// would draw follow-on errors.
 				return d.typeError("an object")
 			}
-			applyDefaults(nv.Elem())
+			nv.Elem().Set(si.defaults)
 		}
-		if err := d.decode(nv.Elem()); err != nil {
+		if err := d.decode(nv.Elem(), si); err != nil {
 			return err
 		}
 		out.Set(nv)
 		return nil
 	case reflect.Struct:
-		if structOf(out.Type()).stream {
+		if si == nil {
+			si = structOf(out.Type())
+		}
+		if si.stream {
 			return out.Addr().Interface().(streamDecoder).decodeStream(d)
 		}
-		return d.decodeStruct(out)
+		return d.decodeStruct(out, si)
 	case reflect.Map:
 		if kind != '{' {
 			return d.typeError("an object")
@@ -267,7 +298,7 @@ func (d *decoder) decode(out reflect.Value) error {
 			}
 			ev.SetZero()
 			d.push(key)
-			err = d.decode(ev)
+			err = d.decode(ev, si)
 			d.pop()
 			if err != nil {
 				return err
@@ -293,7 +324,7 @@ func (d *decoder) decode(out reflect.Value) error {
 			}
 			out.SetLen(i + 1)
 			d.push(indexKey(i))
-			err := d.decode(out.Index(i))
+			err := d.decode(out.Index(i), si)
 			d.pop()
 			if err != nil {
 				return err
@@ -351,21 +382,20 @@ func (d *decoder) decode(out reflect.Value) error {
 	panic(fmt.Sprintf("manifest: cannot decode into %s", out.Type()))
 }
 
-func (d *decoder) decodeStruct(out reflect.Value) error {
+func (d *decoder) decodeStruct(out reflect.Value, si *structInfo) error {
 	if d.dec.PeekKind() != '{' {
 		return d.typeError("an object")
 	}
 	if _, err := d.dec.ReadToken(); err != nil {
 		return err
 	}
-	return d.structMembers(out, "", false)
+	return d.structMembers(out, si, "", false)
 }
 
 // structMembers decodes the members of an object whose '{' has been read,
 // up to and including its '}'. When haveFirst is set, the name of the first
 // member has been read too: first.
-func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool) error {
-	st := structOf(out.Type())
+func (d *decoder) structMembers(out reflect.Value, st *structInfo, first string, haveFirst bool) error {
 	var seen uint64      // by field pos
 	var unknown []string // unknown names, rare
 	for haveFirst || d.dec.PeekKind() != '}' {
@@ -392,7 +422,7 @@ func (d *decoder) structMembers(out reflect.Value, first string, haveFirst bool)
 			}
 			seen |= 1 << f.pos
 			fv := out.Field(f.index)
-			err = d.decode(fv)
+			err = d.decode(fv, f.info)
 			if f.enum != nil && err == nil && !slices.Contains(f.enum, fv.String()) {
 				s := fv.String()
 				d.errorf("%q is not one of %s%s", s, strings.Join(f.enum, ", "), didYouMean(s, f.enum))
@@ -535,7 +565,7 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 				sub.base = e.lo
 				sub.push(e.name)
 				v := reflect.ValueOf(&e.svc).Elem()
-				err := sub.decode(v)
+				err := sub.decode(v, serviceInfo)
 				sub.pop()
 				if err != nil {
 					// A duplicate key: ReadValue checked the syntax.

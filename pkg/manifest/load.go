@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,65 +71,90 @@ func (l Loader) Load(ctx context.Context, path string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	var data []byte
+	var src string
 	if format == FormatNix {
-		data, err = l.Nix.EvalJSON(ctx, path)
+		src, err = l.Nix.EvalJSON(ctx, path)
 		format = FormatJSON
 	} else {
-		data, err = os.ReadFile(path)
+		src, err = readFileString(path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, format, path)
+	return ParseString(src, format, path)
+}
+
+// readFileString is os.ReadFile into a string, without copying it again.
+func readFileString(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var b strings.Builder
+	if fi, err := f.Stat(); err == nil && fi.Size() < 1<<30 {
+		b.Grow(int(fi.Size()) + 1)
+	}
+	if _, err := io.Copy(&b, f); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }
 
 // Parse decodes and validates a manifest already in JSON or YAML form; file
 // names it in messages. Its results are as for Loader.Load.
 func Parse(data []byte, format Format, file string) (*Manifest, error) {
+	return ParseString(string(data), format, file)
+}
+
+// ParseString is Parse of a string, which the manifest then refers to
+// rather than copies.
+func ParseString(src string, format Format, file string) (*Manifest, error) {
 	switch format {
 	case FormatJSON:
 	case FormatYAML:
-		tree, err := parseYAML(data)
+		tree, err := parseYAML([]byte(src))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", displayFile(file), err)
 		}
-		if data, err = json.Marshal(tree); err != nil {
+		data, err := json.Marshal(tree)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", displayFile(file), err)
 		}
+		src = string(data)
 	default:
 		return nil, fmt.Errorf("%s: cannot parse format %q", displayFile(file), format)
 	}
-	m, diags, err := decodeManifest(data)
+	m, diags, err := decodeManifest(src)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", displayFile(file), err)
 	}
 	if m == nil {
 		return nil, diags.Err(file)
 	}
-	m.File, m.JSON = file, data
+	m.File, m.JSON = file, src
 	diags = append(diags, m.validate()...)
 	return m, diags.Err(file)
 }
 
-// decodeManifest returns a nil manifest when data is not an object at all,
+// decodeManifest returns a nil manifest when src is not an object at all,
 // and an error when it is not well-formed JSON.
-func decodeManifest(data []byte) (*Manifest, Diagnostics, error) {
-	d := newDecoder(data)
+func decodeManifest(src string) (*Manifest, Diagnostics, error) {
+	d := newDecoder(src)
 	if d.dec.PeekKind() != '{' {
 		if err := d.typeError("an object (an attribute set)"); err != nil {
-			return nil, nil, jsonError(data, d.dec, err)
+			return nil, nil, jsonError(src, d.dec, err)
 		}
 		return nil, d.diags, nil
 	}
 	m := &Manifest{}
 	applyDefaults(reflect.ValueOf(m).Elem())
-	if err := d.decode(reflect.ValueOf(m).Elem()); err != nil {
-		return nil, nil, jsonError(data, d.dec, err)
+	if err := d.decode(reflect.ValueOf(m).Elem(), manifestInfo); err != nil {
+		return nil, nil, jsonError(src, d.dec, err)
 	}
-	if rest := bytes.TrimLeft(data[d.dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
-		off := len(data) - len(rest)
-		return nil, nil, jsonError(data, d.dec, &jsontext.SyntacticError{ByteOffset: int64(off), Err: errors.New("unexpected data after the manifest")})
+	if rest := strings.TrimLeft(src[d.dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		off := len(src) - len(rest)
+		return nil, nil, jsonError(src, d.dec, &jsontext.SyntacticError{ByteOffset: int64(off), Err: errors.New("unexpected data after the manifest")})
 	}
 	for name, s := range m.CoreServices {
 		if s != nil {
@@ -204,7 +228,7 @@ func (d *decoder) jsonValue() (any, error) {
 }
 
 // jsonError says where decoding stopped, as line and column.
-func jsonError(data []byte, dec *jsontext.Decoder, err error) error {
+func jsonError(src string, dec *jsontext.Decoder, err error) error {
 	off := int(dec.InputOffset())
 	var se *jsontext.SyntacticError
 	var de *duplicateKeyError
@@ -222,9 +246,9 @@ func jsonError(data []byte, dec *jsontext.Decoder, err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		err = errors.New("unexpected end of input")
 	}
-	off = min(max(off, 0), len(data))
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := 1 + off - (bytes.LastIndexByte(data[:off], '\n') + 1)
+	off = min(max(off, 0), len(src))
+	line := 1 + strings.Count(src[:off], "\n")
+	col := 1 + off - (strings.LastIndexByte(src[:off], '\n') + 1)
 	return fmt.Errorf("invalid JSON at line %d, column %d: %w", line, col, err)
 }
 

@@ -91,7 +91,7 @@ func asJSON(t *testing.T, f string) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return out
+		return []byte(out)
 	case ".yaml", ".yml":
 		src, err := os.ReadFile(f)
 		if err != nil {

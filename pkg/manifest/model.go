@@ -27,8 +27,9 @@ type Manifest struct {
 
 	// File is the path the manifest was read from ("" when it came from bytes).
 	File string `json:"-"`
-	// JSON is the manifest as the JSON it was decoded from.
-	JSON []byte `json:"-"`
+	// JSON is the manifest as the JSON it was decoded from. Its strings
+	// are slices of it.
+	JSON string `json:"-"`
 
 	enabled []*Service
 	byName  map[string]*Service

@@ -38,19 +38,20 @@ type Runner struct {
 }
 
 // EvalJSON evaluates the Nix file at path strictly and returns its value as
-// JSON (nix-instantiate --eval --strict --json). A failed evaluation returns
-// an *EvalError carrying Nix's own message, which names the file and line.
-func (r Runner) EvalJSON(ctx context.Context, path string) ([]byte, error) {
+// JSON text (nix-instantiate --eval --strict --json). A failed evaluation
+// returns an *EvalError carrying Nix's own message, which names the file
+// and line.
+func (r Runner) EvalJSON(ctx context.Context, path string) (string, error) {
 	bin := r.Instantiate
 	if bin == "" {
 		var err error
 		if bin, err = exec.LookPath("nix-instantiate"); err != nil {
-			return nil, ErrNotInstalled
+			return "", ErrNotInstalled
 		}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	timeout := r.EvalTimeout
 	if timeout == 0 {
@@ -65,19 +66,21 @@ func (r Runner) EvalJSON(ctx context.Context, path string) ([]byte, error) {
 	// act on SIGINT while evaluating: ask with SIGTERM, kill after a second.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = time.Second
-	var stdout, stderr bytes.Buffer
+	// A strings.Builder: the JSON becomes a string without another copy.
+	var stdout strings.Builder
+	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
-			return nil, &EvalError{File: path, Message: fmt.Sprintf("evaluation did not finish within %s", timeout)}
+			return "", &EvalError{File: path, Message: fmt.Sprintf("evaluation did not finish within %s", timeout)}
 		}
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
-			return nil, &EvalError{File: path, Message: cleanStderr(stderr.String()), Err: err}
+			return "", &EvalError{File: path, Message: cleanStderr(stderr.String()), Err: err}
 		}
-		return nil, fmt.Errorf("running %s: %w", bin, err)
+		return "", fmt.Errorf("running %s: %w", bin, err)
 	}
-	return stdout.Bytes(), nil
+	return stdout.String(), nil
 }
 
 // EvalError is a Nix evaluation that failed.

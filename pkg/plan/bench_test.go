@@ -18,12 +18,16 @@ import (
 
 var sizes = []int{100, 1000, 10000}
 
-// pipeline is what `nixmox-cli plan` does after reading the manifest's JSON.
-func pipeline(tb testing.TB, data []byte) *plan.Plan {
-	m, err := manifest.Parse(data, manifest.FormatJSON, "synth.json")
+// pipeline is what `nixmox-cli plan` does with the manifest's JSON.
+func pipeline(tb testing.TB, src string) *plan.Plan {
+	m, err := manifest.ParseString(src, manifest.FormatJSON, "synth.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return planOf(tb, m)
+}
+
+func planOf(tb testing.TB, m *manifest.Manifest) *plan.Plan {
 	g, err := graph.New(m)
 	if err != nil {
 		tb.Fatal(err)
@@ -48,11 +52,11 @@ func BenchmarkPlanJSON(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				data, err := os.ReadFile(f)
+				m, err := manifest.Loader{}.Load(context.Background(), f)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if p := pipeline(b, data); len(p.Services) != n {
+				if p := planOf(b, m); len(p.Services) != n {
 					b.Fatalf("planned %d services", len(p.Services))
 				}
 			}
@@ -98,7 +102,7 @@ func BenchmarkPlanNix(b *testing.B) {
 // generated manifests are valid and their plans keep the contract.
 func TestSyntheticManifestsPlan(t *testing.T) {
 	for _, n := range []int{5, 100, 2000} {
-		p := pipeline(t, synth.JSON(n))
+		p := pipeline(t, string(synth.JSON(n)))
 		if len(p.Services) != n || len(p.Steps) != 10+2*(n-4) {
 			t.Errorf("n=%d: %d services, %d steps", n, len(p.Services), len(p.Steps))
 		}
