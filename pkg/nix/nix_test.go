@@ -2,6 +2,7 @@ package nix_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -33,6 +34,22 @@ func TestEvalJSON(t *testing.T) {
 	}
 	if got, want := strings.TrimSpace(string(out)), `{"a":42,"b":["s",null,true]}`; got != want {
 		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+// TestEvalJSONLarge: output far larger than a pipe's buffer arrives whole.
+func TestEvalJSONLarge(t *testing.T) {
+	f := write(t, `builtins.genList (i: "item-${toString i}") 100000`)
+	out, err := nix.Runner{}.EvalJSON(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%d bytes of output: %v", len(out), err)
+	}
+	if len(got) != 100000 || got[0] != "item-0" || got[99999] != "item-99999" {
+		t.Fatalf("got %d items, first %q", len(got), got[:1])
 	}
 }
 
