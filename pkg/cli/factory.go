@@ -112,13 +112,17 @@ func (f *Factory) load(ctx context.Context) (*graph.Graph, error) {
 		}
 		path = strings.TrimPrefix(path, "./")
 	}
-	start := time.Now()
-	m, err := f.Loader.Load(ctx, path)
+	loader := f.Loader
+	if loader.Log == nil {
+		loader.Log = f.Logger
+	}
+	m, err := loader.Load(ctx, path)
 	if m == nil {
 		return nil, err
 	}
-	f.Logger.Debug("manifest loaded", "file", path, "services", len(m.Enabled()), "duration", time.Since(start))
+	start := time.Now()
 	g, gerr := graph.New(m)
+	f.Logger.Debug("dependency graph built", "services", len(m.Enabled()), "duration", time.Since(start))
 	if err := manifest.Join(path, err, gerr); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -55,6 +56,7 @@ func planRun(cmd *cobra.Command, opts *PlanOptions) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	p, err := plan.New(g, plan.Options{Services: opts.Services})
 	var se *plan.SelectionError
 	if errors.As(err, &se) {
@@ -63,5 +65,6 @@ func planRun(cmd *cobra.Command, opts *PlanOptions) error {
 	if err != nil {
 		return err
 	}
+	opts.Factory.Logger.Debug("planned", "steps", len(p.Steps), "duration", time.Since(start))
 	return p.WriteFormat(opts.Factory.IO.Out, opts.Format)
 }

@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/hashicorp/go-hclog"
 	"gopkg.in/yaml.v3"
 
 	"github.com/nixmox/nixmox/pkg/nix"
@@ -54,9 +56,13 @@ func FormatOf(path string) (Format, error) {
 	return "", fmt.Errorf("%s: unknown manifest format %q: use .nix, .json, .yaml or .yml", path, filepath.Ext(path))
 }
 
-// Loader reads manifests. The zero value evaluates Nix with nix.Runner{}.
+// Loader reads manifests. The zero value evaluates Nix with nix.Runner{}
+// and logs nothing.
 type Loader struct {
 	Nix nix.Runner
+	// Log, if set, gets how long reading (Nix's evaluation, for a .nix
+	// file) and decoding with validation took, at debug level.
+	Log hclog.Logger
 }
 
 // Load reads, decodes and validates the manifest at path.
@@ -71,17 +77,27 @@ func (l Loader) Load(ctx context.Context, path string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := l.Log
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	start := time.Now()
 	var src string
 	if format == FormatNix {
 		src, err = l.Nix.EvalJSON(ctx, path)
 		format = FormatJSON
+		log.Debug("manifest evaluated by nix", "file", path, "duration", time.Since(start))
 	} else {
 		src, err = readFileString(path)
+		log.Debug("manifest read", "file", path, "duration", time.Since(start))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return ParseString(src, format, path)
+	start = time.Now()
+	m, err := ParseString(src, format, path)
+	log.Debug("manifest decoded and validated", "file", path, "duration", time.Since(start))
+	return m, err
 }
 
 // readFileString is os.ReadFile into a string, without copying it again.
