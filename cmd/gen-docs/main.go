@@ -14,7 +14,6 @@ import (
 	"os"
 
 	"github.com/nixmox/nixmox/agent"
-	"github.com/nixmox/nixmox/pkg/cli"
 	"github.com/nixmox/nixmox/server"
 )
 
@@ -23,7 +22,7 @@ func main() {
 	flag.Parse()
 	files, err := Docs()
 	if err == nil {
-		err = cli.WriteDocs(*out, files)
+		err = WriteDocs(*out, files)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gen-docs:", err)
@@ -34,16 +33,16 @@ func main() {
 // Docs returns every generated documentation file: nixmox-cli's (with the
 // manifest reference and schema), nixmox-server's and nixmox-agent's.
 func Docs() (map[string][]byte, error) {
-	files, err := cli.Docs()
+	files, err := cliDocs()
 	if err != nil {
 		return nil, err
 	}
 	var usage bool
-	srv, err := cli.CommandDocs(server.NewRootCmd(context.Background(), io.Discard, io.Discard, &usage))
+	srv, err := CommandDocs(server.NewRootCmd(context.Background(), io.Discard, io.Discard, &usage))
 	if err != nil {
 		return nil, err
 	}
-	ag, err := cli.CommandDocs(agent.NewRootCmd(context.Background(), io.Discard, &usage))
+	ag, err := CommandDocs(agent.NewRootCmd(context.Background(), io.Discard, &usage))
 	if err != nil {
 		return nil, err
 	}

@@ -18,15 +18,20 @@ import (
 // The patterns below keep every name that ends up in a generated file, a
 // shell command line or a Terraform address within a small, safe alphabet.
 // That is the first line of defence against injection; generators quote as
-// well.
+// well. They are compiled on first use: most commands never need them, and
+// every command starts faster.
 var (
-	tfIdentRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
-	tfAddressRE = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]"]+$`)
-	unixUserRE  = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	bridgeRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	baseDNRE    = regexp.MustCompile(`^[A-Za-z]+=[A-Za-z0-9 _.-]+(,[A-Za-z]+=[A-Za-z0-9 _.-]+)*$`)
-	sshKeyRE    = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$`)
+	tfIdentRE   = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+	tfAddressRE = lazyRegexp(`^[A-Za-z0-9_.\-\[\]"]+$`)
+	unixUserRE  = lazyRegexp(`^[a-z_][a-z0-9_-]{0,31}$`)
+	bridgeRE    = lazyRegexp(`^[A-Za-z0-9_.-]{1,15}$`)
+	baseDNRE    = lazyRegexp(`^[A-Za-z]+=[A-Za-z0-9 _.-]+(,[A-Za-z]+=[A-Za-z0-9 _.-]+)*$`)
+	sshKeyRE    = lazyRegexp(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$`)
 )
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // serviceNamePattern is isServiceName as a regular expression, for the
 // JSON Schema.
@@ -212,7 +217,7 @@ func (v *validator) network() {
 	if n.VLANTag < 0 || n.VLANTag > 4094 {
 		v.diags.Addf(p.Key("vlan_tag"), "%d is outside 1-4094 (0 for none)", n.VLANTag)
 	}
-	if !bridgeRE.MatchString(n.Bridge) {
+	if !bridgeRE().MatchString(n.Bridge) {
 		v.diags.Addf(p.Key("bridge"), "%q is not a Linux interface name", n.Bridge)
 	}
 	if !isServiceName(n.ReverseProxy) {
@@ -220,16 +225,16 @@ func (v *validator) network() {
 	}
 	for _, user := range slices.Sorted(maps.Keys(n.SSHKeys)) {
 		up := p.Key("ssh_keys").Key(user)
-		if !unixUserRE.MatchString(user) {
+		if !unixUserRE().MatchString(user) {
 			v.diags.Addf(up, "%q is not a valid user name", user)
 		}
 		for i, key := range n.SSHKeys[user] {
-			if !sshKeyRE.MatchString(key) {
+			if !sshKeyRE().MatchString(key) {
 				v.diags.Addf(up.Index(i), "is not an SSH public key on one line (\"ssh-ed25519 AAAA... comment\")")
 			}
 		}
 	}
-	if l := n.Outposts.LDAP; l != nil && !baseDNRE.MatchString(l.BaseDN) {
+	if l := n.Outposts.LDAP; l != nil && !baseDNRE().MatchString(l.BaseDN) {
 		v.diags.Addf(p.Key("outposts").Key("ldap").Key("base_dn"), "%q is not a base DN like dc=lab,dc=example", l.BaseDN)
 	}
 	if r := n.Outposts.RADIUS; r != nil {
@@ -454,12 +459,12 @@ func (v *validator) terraform(p Path, tf *Terraform) {
 		}
 	}
 	for i, t := range tf.Targets {
-		if !tfAddressRE.MatchString(t) {
+		if !tfAddressRE().MatchString(t) {
 			v.diags.Addf(p.Key("targets").Index(i), "%q is not a Terraform resource address", truncate(t, 80))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(tf.Variables)) {
-		if !tfIdentRE.MatchString(k) {
+		if !tfIdentRE().MatchString(k) {
 			v.diags.Addf(p.Key("variables").Key(k), "%q is not a Terraform variable name", truncate(k, 80))
 		}
 	}

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"bytes"
@@ -10,15 +10,16 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
+	"github.com/nixmox/nixmox/pkg/cli"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
-// Docs returns nixmox-cli's generated documentation, by path relative to
-// the docs directory: cli/*.md from the commands' help, manifest.md and
+// cliDocs returns nixmox-cli's generated documentation, by path relative
+// to the docs directory: cli/*.md from the commands' help, manifest.md and
 // manifest.schema.json.
-func Docs() (map[string][]byte, error) {
-	ios, _, _, _ := Test()
-	files, err := CommandDocs(NewRootCmd(NewFactory(ios)))
+func cliDocs() (map[string][]byte, error) {
+	ios, _, _, _ := cli.Test()
+	files, err := CommandDocs(cli.NewRootCmd(cli.NewFactory(ios)))
 	if err != nil {
 		return nil, err
 	}
