@@ -33,9 +33,10 @@ type streamDecoder interface {
 // builds a Path when it has a problem to record: most values have none.
 type decoder struct {
 	dec   *jsontext.Decoder
-	src   string // the whole input: strings without escapes are slices of it
-	base  int    // where dec's input starts in src
-	start int    // where the last string read starts in src
+	src   string   // the whole input: strings without escapes are slices of it
+	base  int      // where dec's input starts in src
+	start int      // where the last string read starts in src
+	strs  []string // scratch for decodeStrings
 	diags Diagnostics
 	stack []string // keys, and "[i]" for list elements
 }
@@ -315,6 +316,9 @@ func (d *decoder) decode(out reflect.Value, si *structInfo) error {
 		if _, err := d.dec.ReadToken(); err != nil {
 			return err
 		}
+		if out.Type() == typeOfStrings {
+			return d.decodeStrings(out)
+		}
 		out.Set(reflect.MakeSlice(out.Type(), 0, 4))
 		for i := 0; d.dec.PeekKind() != ']'; i++ {
 			if i == out.Cap() {
@@ -433,6 +437,39 @@ func (d *decoder) structMembers(out reflect.Value, st *structInfo, first string,
 			return err
 		}
 	}
+	_, err := d.dec.ReadToken()
+	return err
+}
+
+var typeOfStrings = reflect.TypeFor[[]string]()
+
+// decodeStrings decodes the elements of a list of strings, the most common
+// list, whose '[' has been read: collected in the decoder's scratch, then
+// copied into a list of exactly their number.
+func (d *decoder) decodeStrings(out reflect.Value) error {
+	start := len(d.strs)
+	for i := 0; d.dec.PeekKind() != ']'; i++ {
+		d.push(indexKey(i))
+		var s string
+		var err error
+		switch d.dec.PeekKind() {
+		case '"':
+			s, err = d.readString()
+		case 'n': // not set: the zero value, as everywhere
+			_, err = d.dec.ReadToken()
+		default:
+			err = d.typeError("a string")
+		}
+		d.pop()
+		if err != nil {
+			return err
+		}
+		d.strs = append(d.strs, s)
+	}
+	list := make([]string, len(d.strs)-start)
+	copy(list, d.strs[start:])
+	d.strs = d.strs[:start]
+	out.Set(reflect.ValueOf(list))
 	_, err := d.dec.ReadToken()
 	return err
 }

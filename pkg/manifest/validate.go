@@ -94,6 +94,7 @@ type validator struct {
 	byHost  map[string]*Service
 	names   []string // every defined service name, for suggestions
 	dbHosts []*Service
+	deps    []Dependency // a worker's scratch for a service's dependencies
 }
 
 func (m *Manifest) validate() Diagnostics {
@@ -371,7 +372,7 @@ func (v *validator) service(s *Service) {
 		return // a duplicate name, reported by collect
 	}
 	p := s.Path()
-	s.deps = make([]Dependency, 0, len(s.DependsOn)+3)
+	s.deps = v.deps[:0] // merged and copied out by dependencies
 	v.ipInNetwork(p, "ip", s.IP, true)
 	if s.IP != "" && s.IP == v.m.Network.Gateway {
 		v.diags.Addf(p.Key("ip"), "%s is the gateway's address", s.IP)
@@ -773,38 +774,33 @@ func (v *validator) health(p Path, h *Health) {
 // databases that two enabled services share.
 func (v *validator) duplicates(enabled []*Service) {
 	// The indexes hold only where a value was first seen, in a few bytes;
-	// paths and messages are built only for the duplicates found.
+	// paths and messages are built only for the duplicates found. IPs and
+	// host names were indexed, first seen first, by collect.
 	n := len(enabled)
 	var (
-		ips    = make(map[string]site, n)
-		hosts  = make(map[string]site, n)
 		vmids  = make(map[int]site, n)
 		routes = make(map[[2]string]site, n)
 		tlsOf  = make(map[string]site, n) // each domain's first route
 		dbs    = make(map[[2]string]site, n)
 	)
 	dup := func(at, prev site, what string) {
-		v.diags.Addf(at.path(enabled), "%s is already used by %s", what, prev.path(enabled))
+		v.diags.Addf(at.path(), "%s is already used by %s", what, prev.path())
 	}
-	for i, s := range enabled {
+	for _, s := range enabled {
 		if v.byName[s.Name] != s {
 			continue
 		}
-		svc := int32(i)
-		if s.IP != "" {
-			if prev, ok := firstSeen(ips, s.IP, site{svc: svc, field: siteIP}); !ok {
-				dup(site{svc: svc, field: siteIP}, prev, "IP "+s.IP)
-			}
+		if first := v.byIP[s.IP]; s.IP != "" && first != s {
+			dup(site{svc: s, field: siteIP}, site{svc: first, field: siteIP}, "IP "+s.IP)
 		}
-		if s.Hostname != "" {
-			h := strings.ToLower(s.Hostname)
-			if prev, ok := firstSeen(hosts, h, site{svc: svc, field: siteHostname}); !ok {
-				dup(site{svc: svc, field: siteHostname}, prev, "hostname "+h)
+		if h := strings.ToLower(s.Hostname); h != "" {
+			if first := v.byHost[h]; first != s {
+				dup(site{svc: s, field: siteHostname}, site{svc: first, field: siteHostname}, "hostname "+h)
 			}
 		}
 		if s.VMID != 0 {
-			if prev, ok := firstSeen(vmids, s.VMID, site{svc: svc, field: siteVMID}); !ok {
-				dup(site{svc: svc, field: siteVMID}, prev, "vmid "+strconv.Itoa(s.VMID))
+			if prev, ok := firstSeen(vmids, s.VMID, site{svc: s, field: siteVMID}); !ok {
+				dup(site{svc: s, field: siteVMID}, prev, "vmid "+strconv.Itoa(s.VMID))
 			}
 		}
 		if px := s.Interface.Proxy; px != nil {
@@ -812,16 +808,16 @@ func (v *validator) duplicates(enabled []*Service) {
 				if r.Domain == "" {
 					continue
 				}
-				at := site{svc: svc, field: siteRouteDomain, sub: int32(j)}
+				at := site{svc: s, field: siteRouteDomain, sub: int32(j)}
 				d := strings.ToLower(r.Domain)
 				if prev, ok := firstSeen(routes, [2]string{d, r.Path}, at); !ok {
 					dup(at, prev, "route "+d+r.Path)
 				}
 				// One site per domain: its routes must agree on TLS.
 				if prev, ok := firstSeen(tlsOf, d, at); !ok {
-					if other := enabled[prev.svc].Interface.Proxy.Routes[prev.sub]; other.TLS != r.TLS {
-						v.diags.Addf(site{svc: svc, field: siteRouteTLS, sub: int32(j)}.path(enabled),
-							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.path(enabled), other.TLS)
+					if other := prev.svc.Interface.Proxy.Routes[prev.sub]; other.TLS != r.TLS {
+						v.diags.Addf(site{svc: s, field: siteRouteTLS, sub: int32(j)}.path(),
+							"is %t, but %s serves the same domain with tls = %t", r.TLS, prev.path(), other.TLS)
 					}
 				}
 			}
@@ -833,7 +829,7 @@ func (v *validator) duplicates(enabled []*Service) {
 			if d.DB.server == nil || d.DB.Mode == "standalone" {
 				continue
 			}
-			at := site{svc: svc, field: siteDBName, sub: int32(j)}
+			at := site{svc: s, field: siteDBName, sub: int32(j)}
 			for k := -1; k < len(d.DB.AdditionalDBs); k++ {
 				name := d.DB.Name
 				if k >= 0 {
@@ -860,11 +856,10 @@ func firstSeen[K comparable](m map[K]site, key K, at site) (site, bool) {
 	return at, true
 }
 
-// site is where a value that must be unique was first seen: a service (its
-// index in the enabled list), which of its fields and, for a route or a
-// database, which one.
+// site is where a value that must be unique was first seen: a service,
+// which of its fields and, for a route or a database, which one.
 type site struct {
-	svc   int32
+	svc   *Service
 	sub   int32
 	field uint8
 }
@@ -879,8 +874,8 @@ const (
 	siteDBName
 )
 
-func (st site) path(enabled []*Service) Path {
-	s := enabled[st.svc]
+func (st site) path() Path {
+	s := st.svc
 	p := s.Path()
 	switch st.field {
 	case siteIP:
@@ -979,7 +974,8 @@ func (v *validator) dependencies(s *Service) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Dependency) int { return strings.Compare(a.Service, b.Service) })
-	s.deps = out
+	s.deps = slices.Clone(out)
+	v.deps = out[:0] // the scratch, as grown
 	if !s.Core {
 		return
 	}
