@@ -38,17 +38,23 @@ func New(m *manifest.Manifest) (*Graph, error) {
 		g.names = append(g.names, s.Name)
 	}
 	g.deps = make([][]int, len(g.names))
+	total := 0
+	for _, s := range enabled {
+		total += len(s.Dependencies())
+	}
+	all := make([]int, 0, total) // every deps list, one allocation
 	for _, s := range enabled {
 		i := g.index[s.Name]
 		if g.names[i] != s.Name || g.deps[i] != nil {
 			continue
 		}
-		g.deps[i] = []int{}
+		start := len(all)
 		for _, d := range s.Dependencies() {
 			if j, ok := g.index[d.Service]; ok && j != i {
-				g.deps[i] = append(g.deps[i], j)
+				all = append(all, j)
 			}
 		}
+		g.deps[i] = all[start:len(all):len(all)]
 	}
 	var diags manifest.Diagnostics
 	g.sort()
@@ -63,14 +69,28 @@ func (g *Graph) sort() {
 	n := len(g.names)
 	g.layer = make([]int, n)
 	pending := make([]int, n)
-	users := make([][]int, n)
+	// users[d]: the services that need d, laid out in one allocation.
+	count := make([]int, n)
+	total := 0
 	for i, ds := range g.deps {
 		pending[i] = len(ds)
+		total += len(ds)
+		for _, d := range ds {
+			count[d]++
+		}
+	}
+	users := make([][]int, n)
+	all := make([]int, total)
+	for d, c := range count {
+		users[d], all = all[:0:c], all[c:]
+	}
+	for i, ds := range g.deps {
 		for _, d := range ds {
 			users[d] = append(users[d], i)
 		}
 	}
-	var ready []int
+	g.order = make([]int, 0, n)
+	ready := make([]int, 0, n)
 	for i := range g.names {
 		g.layer[i] = -1
 		if pending[i] == 0 {
