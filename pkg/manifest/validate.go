@@ -973,8 +973,7 @@ func (v *validator) dependencies(s *Service) {
 			out[j].mask |= d.mask
 		}
 	}
-	slices.SortFunc(out, func(a, b Dependency) int { return strings.Compare(a.Service, b.Service) })
-	s.deps = slices.Clone(out)
+	s.deps = sortedByService(out)
 	v.deps = out[:0] // the scratch, as grown
 	if !s.Core {
 		return
@@ -984,6 +983,30 @@ func (v *validator) dependencies(s *Service) {
 			v.diags.Addf(d.Location(), "core service %q depends on %q (%s), which is not a core service", s.Name, d.Service, strings.Join(d.Reasons(), ", "))
 		}
 	}
+}
+
+// sortedByService returns a copy of deps, whose names are unique, sorted by
+// name. A service has a handful: they are ordered by index and each copied
+// once, rather than the structs swapped about.
+func sortedByService(deps []Dependency) []Dependency {
+	out := make([]Dependency, len(deps))
+	if len(deps) > 32 {
+		copy(out, deps)
+		slices.SortFunc(out, func(a, b Dependency) int { return strings.Compare(a.Service, b.Service) })
+		return out
+	}
+	var order [32]uint8
+	for i := range deps {
+		j := i
+		for ; j > 0 && deps[order[j-1]].Service > deps[i].Service; j-- {
+			order[j] = order[j-1]
+		}
+		order[j] = uint8(i)
+	}
+	for k := range deps {
+		out[k] = deps[order[k]]
+	}
+	return out
 }
 
 func (v *validator) addDep(s *Service, on, reason string, at lazyPath) {
