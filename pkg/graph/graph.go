@@ -295,6 +295,19 @@ func (g *Graph) Has(name string) bool {
 	return ok
 }
 
+// Len is the number of services in the graph; their IDs are 0 to Len()-1.
+func (g *Graph) Len() int { return len(g.names) }
+
+// ID returns the service's number in the graph, for callers that keep
+// per-service data in slices rather than maps keyed by name.
+func (g *Graph) ID(name string) (int, bool) {
+	i, ok := g.index[name]
+	return i, ok
+}
+
+// NeedIDs is Needs by ID. The slice is the graph's own: do not modify it.
+func (g *Graph) NeedIDs(id int) []int { return g.deps[id] }
+
 // Needs returns the names of the services name directly needs, sorted.
 func (g *Graph) Needs(name string) []string {
 	i, ok := g.index[name]

@@ -87,43 +87,53 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 	}
 
 	p := &Plan{Services: services, core: make(map[string]bool)}
+	// Per planned service, looked up once: its graph ID and its manifest
+	// entry. Steps refer to each other by index, services by graph ID.
+	ids := make([]int, len(services))
+	svcs := make([]*manifest.Service, len(services))
+	for k, name := range services {
+		ids[k], _ = g.ID(name)
+		svcs[k] = m.Service(name)
+	}
 	b := &builder{
-		verify: make(map[string]int, len(services)),
+		verify: make([]int, g.Len()),
 		steps:  make([]Step, 0, 2+4*len(services)),
 		needs:  make([][]int, 0, 2+4*len(services)),
 	}
+	for i := range b.verify {
+		b.verify[i] = -1 // not planned (yet)
+	}
 
 	infra := b.add(TFInfra, "")
-	providers := authProviders(m, services)
+	providers := authProviders(m, svcs)
 
 	// Phase 2: core services, each after the core services it needs. A core
 	// service that uses an auth provider (and is not one) needs phase 3
 	// first, and so does every core service that needs it: those come after
 	// tf:auth-core, so that the steps stay in construction order.
-	late := map[string]bool{}
+	late := make([]bool, g.Len())
 	core := func(lateOnes bool, authCore int) {
-		for _, name := range services {
-			s := m.Service(name)
-			if !s.Core || late[name] != lateOnes {
+		for k, s := range svcs {
+			if !s.Core || late[ids[k]] != lateOnes {
 				continue
 			}
-			p.core[name] = true
-			needs := b.base(infra, g.Needs(name))
-			if authCore >= 0 && usesAuth(s) && !slices.Contains(providers, name) {
+			p.core[s.Name] = true
+			needs := b.base(infra, g.NeedIDs(ids[k]))
+			if authCore >= 0 && usesAuth(s) && !slices.Contains(providers, s.Name) {
 				needs = append(needs, authCore)
 			}
-			b.verify[name] = b.add(Verify, name, b.add(NixCore, name, needs...))
+			b.verify[ids[k]] = b.add(Verify, s.Name, b.add(NixCore, s.Name, needs...))
 		}
 	}
 	if len(providers) > 0 {
-		for _, name := range services {
-			s := m.Service(name)
+		for k, s := range svcs {
 			if !s.Core {
 				continue
 			}
-			late[name] = usesAuth(s) && !slices.Contains(providers, name)
-			for _, d := range g.Needs(name) {
-				late[name] = late[name] || late[d]
+			id := ids[k]
+			late[id] = usesAuth(s) && !slices.Contains(providers, s.Name)
+			for _, d := range g.NeedIDs(id) {
+				late[id] = late[id] || late[d]
 			}
 		}
 	}
@@ -132,17 +142,24 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 	// Phase 3: the auth providers' Terraform, once the providers are up.
 	authCore := -1
 	if len(providers) > 0 {
-		authCore = b.add(TFAuthCore, "", b.base(-1, providers)...)
+		providerIDs := make([]int, len(providers))
+		for k, name := range providers {
+			var ok bool
+			if providerIDs[k], ok = g.ID(name); !ok {
+				return nil, fmt.Errorf("internal error: auth provider %s is not in the dependency graph", name)
+			}
+		}
+		authCore = b.add(TFAuthCore, "", b.base(-1, providerIDs)...)
 	}
 	core(true, authCore)
 
 	// Phase 4: application services.
-	for _, name := range services {
-		s := m.Service(name)
+	for k, s := range svcs {
 		if s.Core {
 			continue
 		}
-		base := b.base(infra, g.Needs(name))
+		name := s.Name
+		base := b.base(infra, g.NeedIDs(ids[k]))
 		if authCore >= 0 && usesAuth(s) {
 			base = append(base, authCore)
 		}
@@ -154,7 +171,7 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 		if tf := s.Interface.Terraform; tf != nil && len(tf.ConfigModules) > 0 {
 			last = b.add(TFServiceConfig, name, last)
 		}
-		b.verify[name] = b.add(Verify, name, last)
+		b.verify[ids[k]] = b.add(Verify, name, last)
 	}
 
 	var err error
@@ -169,7 +186,7 @@ func New(g *graph.Graph, opts Options) (*Plan, error) {
 type builder struct {
 	steps  []Step
 	needs  [][]int
-	verify map[string]int // service -> index of its verify step
+	verify []int // by graph ID: the index of the service's verify step, or -1
 }
 
 func (b *builder) add(phase Phase, service string, needs ...int) int {
@@ -182,20 +199,16 @@ func (b *builder) add(phase Phase, service string, needs ...int) int {
 	return len(b.steps) - 1
 }
 
-// base is the infra step (unless -1) and the verify step of each service.
-// A service without a verify step yet (only possible for an invalid graph)
-// maps to a need that finish reports.
-func (b *builder) base(infra int, services []string) []int {
+// base is the infra step (unless -1) and the verify step of each service
+// (by graph ID). A service without a verify step yet (only possible for an
+// invalid graph) maps to -1, a need that finish reports.
+func (b *builder) base(infra int, services []int) []int {
 	out := make([]int, 0, len(services)+2)
 	if infra >= 0 {
 		out = append(out, infra)
 	}
-	for _, s := range services {
-		v, ok := b.verify[s]
-		if !ok {
-			v = -1 // finish reports it
-		}
-		out = append(out, v)
+	for _, id := range services {
+		out = append(out, b.verify[id])
 	}
 	return out
 }
@@ -287,10 +300,10 @@ func usesAuth(s *manifest.Service) bool {
 
 // authProviders returns the providers that the selected services use, and
 // the default provider when Authentik outposts are asked for.
-func authProviders(m *manifest.Manifest, services []string) []string {
+func authProviders(m *manifest.Manifest, services []*manifest.Service) []string {
 	set := map[string]bool{}
-	for _, name := range services {
-		for _, d := range m.Service(name).Dependencies() {
+	for _, s := range services {
+		for _, d := range s.Dependencies() {
 			if d.Has("auth provider") {
 				set[d.Service] = true
 			}
@@ -298,7 +311,7 @@ func authProviders(m *manifest.Manifest, services []string) []string {
 	}
 	o := m.Network.Outposts
 	if o.LDAP != nil || o.RADIUS != nil {
-		if s := m.Service(manifest.DefaultAuthProvider()); s != nil && slices.Contains(services, s.Name) {
+		if s := m.Service(manifest.DefaultAuthProvider()); s != nil && slices.Contains(services, s) {
 			set[s.Name] = true
 		}
 	}
