@@ -313,7 +313,12 @@ func (v *validator) collect() {
 		name string
 		m    map[string]*Service
 	}{{"core_services", v.m.CoreServices}, {"services", v.m.Services}} {
-		for _, name := range slices.Sorted(maps.Keys(sec.m)) {
+		names := make([]string, 0, len(sec.m))
+		for name := range sec.m {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
 			s := sec.m[name]
 			p := Path{sec.name, name}
 			if s == nil {
