@@ -3,7 +3,10 @@ package manifest_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -254,5 +257,45 @@ func TestLargeManifestReportsEverywhere(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+// TestLargeManifestDecodesAlike: however many cores decode a large
+// manifest, it decodes to the same problems, and a duplicate key is
+// reported where it first occurs in the input.
+func TestLargeManifestDecodesAlike(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(synth.JSON(3000), &doc); err != nil {
+		t.Fatal(err)
+	}
+	apps := doc["services"].(map[string]any)
+	for _, name := range []string{"app7", "app1777", "app2998"} {
+		apps[name].(map[string]any)["prots"] = []any{80}
+	}
+	data, _ := json.Marshal(doc)
+	// Two services, one early and one late, each with "ip" given twice.
+	dup := string(data)
+	for _, name := range []string{"app2000", "app1000"} {
+		i := strings.Index(dup, `"`+name+`":{`) + len(name) + 4
+		dup = dup[:i] + `"ip":"10.64.0.9",` + dup[i:]
+	}
+	// The inserted "ip" comes first in app1000's object; the synth's own,
+	// later, is the duplicate.
+	obj := strings.Index(dup, `"app1000":{`) + len(`"app1000":{"ip":"10.64.0.9",`)
+	second := obj + strings.Index(dup[obj:], `"ip":`)
+	wantDup := fmt.Sprintf(`x.json: invalid JSON at line 1, column %d: duplicate key "ip"`, second+1)
+	var ref []string
+	for _, procs := range []int{1, 2, 3, 8} {
+		old := runtime.GOMAXPROCS(procs)
+		got := problems(t, data)
+		_, err := Parse([]byte(dup), FormatJSON, "x.json")
+		runtime.GOMAXPROCS(old)
+		if len(got) != 3 || ref != nil && !slices.Equal(got, ref) {
+			t.Errorf("GOMAXPROCS=%d: problems %q, want 3 as with 1 core: %q", procs, got, ref)
+		}
+		ref = got
+		if err == nil || err.Error() != wantDup {
+			t.Errorf("GOMAXPROCS=%d: error %v\nwant %s", procs, err, wantDup)
+		}
 	}
 }
