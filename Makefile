@@ -45,9 +45,10 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
-## bin: the three programs, into bin/.
+## bin: the three programs, into bin/: static (no cgo, Go's own DNS
+## resolver), so they run on any Linux and start a few milliseconds sooner.
 bin:
-	$(GO) build -o bin/ ./cmd/nixmox-server ./cmd/nixmox-agent ./cmd/nixmox-cli
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/nixmox-server ./cmd/nixmox-agent ./cmd/nixmox-cli
 
 ## demo: run nixmox-server with the local provider and roll out
 ## examples/local/homelab.nix on this machine (as root); again to apply changes.

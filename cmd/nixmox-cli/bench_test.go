@@ -58,11 +58,13 @@ func BenchmarkCLIPlanNix(b *testing.B) {
 	}
 }
 
-// buildCLI builds nixmox-cli as `make build` does.
+// buildCLI builds nixmox-cli as `make bin` does.
 func buildCLI(b *testing.B) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "nixmox-cli")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 	for _, p := range []string{"nixmox-server", "nixmox-agent", "nixmox-cli"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
 		cmd.Dir = fixtures.Root()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make bin builds them
 		if out, err := cmd.CombinedOutput(); err != nil {
 			panic(string(out))
 		}
