@@ -237,18 +237,28 @@ func TestBrokenManifests(t *testing.T) {
 	}
 }
 
-// TestLargeManifestReportsEverywhere: a manifest large enough to be
-// validated on several cores still reports every problem, wherever it is.
-func TestLargeManifestReportsEverywhere(t *testing.T) {
+// largeManifest is the synthetic manifest of 3,000 services with field set
+// to value in each of the named applications.
+func largeManifest(t *testing.T, field string, value any, apps ...string) []byte {
+	t.Helper()
 	var doc map[string]any
 	if err := json.Unmarshal(synth.JSON(3000), &doc); err != nil {
 		t.Fatal(err)
 	}
-	apps := doc["services"].(map[string]any)
-	for _, name := range []string{"app5", "app1500", "app2999"} {
-		apps[name].(map[string]any)["depends_on"] = []any{"postgress"}
+	for _, name := range apps {
+		doc["services"].(map[string]any)[name].(map[string]any)[field] = value
 	}
-	data, _ := json.Marshal(doc)
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestLargeManifestReportsEverywhere: a manifest large enough to be
+// validated on several cores still reports every problem, wherever it is.
+func TestLargeManifestReportsEverywhere(t *testing.T) {
+	data := largeManifest(t, "depends_on", []any{"postgress"}, "app5", "app1500", "app2999")
 	got := problems(t, data)
 	want := []string{
 		`services.app1500.depends_on[0]: unknown service "postgress"; did you mean "postgresql"?`,
@@ -264,15 +274,7 @@ func TestLargeManifestReportsEverywhere(t *testing.T) {
 // manifest, it decodes to the same problems, and a duplicate key is
 // reported where it first occurs in the input.
 func TestLargeManifestDecodesAlike(t *testing.T) {
-	var doc map[string]any
-	if err := json.Unmarshal(synth.JSON(3000), &doc); err != nil {
-		t.Fatal(err)
-	}
-	apps := doc["services"].(map[string]any)
-	for _, name := range []string{"app7", "app1777", "app2998"} {
-		apps[name].(map[string]any)["prots"] = []any{80}
-	}
-	data, _ := json.Marshal(doc)
+	data := largeManifest(t, "prots", []any{80}, "app7", "app1777", "app2998")
 	// Two services, one early and one late, each with "ip" given twice.
 	dup := string(data)
 	for _, name := range []string{"app2000", "app1000"} {
