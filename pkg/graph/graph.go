@@ -6,7 +6,8 @@
 package graph
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 	"strings"
 
 	"github.com/nixmox/nixmox/pkg/manifest"
@@ -109,12 +110,11 @@ func (g *Graph) sort() {
 			}
 		}
 	}
-	sort.SliceStable(g.order, func(a, b int) bool {
-		la, lb := g.layer[g.order[a]], g.layer[g.order[b]]
-		if la != lb {
-			return la < lb
+	slices.SortFunc(g.order, func(a, b int) int { // indices are unique: a total order
+		if c := cmp.Compare(g.layer[a], g.layer[b]); c != 0 {
+			return c
 		}
-		return g.order[a] < g.order[b]
+		return cmp.Compare(a, b)
 	})
 }
 

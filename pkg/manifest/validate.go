@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,7 +148,7 @@ func (m *Manifest) Enabled() []*Service {
 	if m.enabled != nil {
 		return m.enabled
 	}
-	var out []*Service
+	out := make([]*Service, 0, len(m.CoreServices)+len(m.Services))
 	for _, sec := range []map[string]*Service{m.CoreServices, m.Services} {
 		for _, s := range sec {
 			if s != nil && s.Enable {
@@ -157,11 +156,11 @@ func (m *Manifest) Enabled() []*Service {
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Name != out[j].Name {
-			return out[i].Name < out[j].Name
+	slices.SortFunc(out, func(a, b *Service) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
 		}
-		return out[i].Core // a name in both sections: the core one first
+		return boolRank(b.Core) - boolRank(a.Core) // a name in both sections: the core one first
 	})
 	m.enabled = out
 	m.byName = make(map[string]*Service, len(out))
@@ -338,7 +337,7 @@ func (v *validator) collect() {
 			}
 		}
 	}
-	sort.Strings(v.names)
+	slices.Sort(v.names)
 	// Index addresses before the per-service checks so that references
 	// (db host, forward_auth upstream) resolve whatever the order.
 	for _, s := range v.m.Enabled() {
