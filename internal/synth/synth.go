@@ -112,6 +112,7 @@ func writeNix(b *strings.Builder, v any) {
 // nixString quotes s as a Nix string: backslash, double quote and the
 // start of an interpolation are escaped.
 func nixString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "${", `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-	return `"` + r.Replace(s) + `"`
+	return `"` + nixEscaper.Replace(s) + `"`
 }
+
+var nixEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "${", `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
