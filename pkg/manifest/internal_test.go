@@ -22,17 +22,51 @@ func TestSortedByService(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 7, 32, 33, 100} {
 		var deps []Dependency
 		for i := range n {
-			deps = append(deps, Dependency{Service: fmt.Sprintf("s%03d", (i*37)%101), index: i})
+			deps = append(deps, Dependency{Service: fmt.Sprintf("s%03d", (i*37)%101), at: depSite{index: int32(i)}})
 		}
 		in := slices.Clone(deps)
 		got := sortedByService(deps)
 		want := slices.Clone(deps)
 		sort.Slice(want, func(i, j int) bool { return want[i].Service < want[j].Service })
 		same := func(a, b []Dependency) bool {
-			return slices.EqualFunc(a, b, func(x, y Dependency) bool { return x.Service == y.Service && x.index == y.index })
+			return slices.EqualFunc(a, b, func(x, y Dependency) bool { return x.Service == y.Service && x.at == y.at })
 		}
 		if !same(got, want) || !same(deps, in) {
 			t.Errorf("n=%d: got %v, want %v (input now %v)", n, got, want, deps)
+		}
+	}
+}
+
+// TestDependencyLocation: each place a dependency can come from is named
+// by the path of its field.
+func TestDependencyLocation(t *testing.T) {
+	m, _, err := decodeManifest(`{"services": {"app": {
+		"interface": {
+			"db": {"name": "a"}, "dbs": {"z": {"name": "z"}, "b": {"name": "b"}},
+			"proxy": {"web": {"domain": "w.x"}, "api": {"domain": "a.x"}}}},
+		"one": {"interface": {"proxy": {"domain": "o.x"}}}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, one := m.Services["app"], m.Services["one"]
+	for _, tc := range []struct {
+		from *Service
+		at   depSite
+		want string
+	}{
+		{app, depSite{atDependsOn, 2}, "services.app.depends_on[2]"},
+		{app, depSite{atAuthProvider, 0}, "services.app.interface.auth.provider"},
+		{app, depSite{atForwardAuth, 0}, "services.app.interface.auth.forward_auth_upstream"},
+		{app, depSite{atRouteAuthProvider, 0}, "services.app.interface.proxy.api.auth.provider"},
+		{app, depSite{atRouteForwardAuth, 1}, "services.app.interface.proxy.web.auth.forward_auth_upstream"},
+		{app, depSite{atRouteAuthz, 1}, "services.app.interface.proxy.web.authz"},
+		{one, depSite{atRouteAuthz, 0}, "services.one.interface.proxy.authz"},
+		{app, depSite{atDBHost, 0}, "services.app.interface.db.host"},
+		{app, depSite{atDBHost, 2}, "services.app.interface.dbs.z.host"},
+		{app, depSite{atReverseProxy, 0}, "services.app.interface.proxy"},
+	} {
+		if got := (Dependency{from: tc.from, at: tc.at}).Location().String(); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.at, got, tc.want)
 		}
 	}
 }

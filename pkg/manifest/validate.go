@@ -41,10 +41,29 @@ const serviceNamePattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 type Dependency struct {
 	// Service is the name of the service depended on.
 	Service string
-	at      lazyPath // where the first reason comes from
-	index   int      // the depends_on index, or -1
+	from    *Service // the service that depends
+	at      depSite  // where the first reason comes from
 	mask    uint8    // the reasons, as reasonBit bits
 }
+
+// depSite is the field of the depending service a dependency comes from,
+// kept in a few bytes; Location makes it a Path when one is needed.
+type depSite struct {
+	field uint8 // one of the at* constants
+	index int32 // depends_on index, route (in Proxy.Routes) or database (in Databases())
+}
+
+// The fields a dependency can come from.
+const (
+	atDependsOn         uint8 = iota // depends_on[index]
+	atAuthProvider                   // interface.auth.provider
+	atForwardAuth                    // interface.auth.forward_auth_upstream
+	atRouteAuthProvider              // the route's auth.provider
+	atRouteForwardAuth               // the route's auth.forward_auth_upstream
+	atRouteAuthz                     // the route's authz
+	atDBHost                         // the database's host
+	atReverseProxy                   // interface.proxy
+)
 
 // reasons in the order Reasons lists them.
 var reasons = []string{"depends_on", "auth provider", "database host", "forward_auth upstream", "reverse proxy"}
@@ -64,12 +83,34 @@ func (d Dependency) Reasons() []string {
 // Location is the manifest field the first reason comes from, e.g.
 // services.vaultwarden.depends_on[2].
 func (d Dependency) Location() Path {
-	p := d.at.parent
-	if d.at.field != "" {
-		p = p.Key(d.at.field)
+	s, i := d.from, int(d.at.index)
+	p := s.Path()
+	switch d.at.field {
+	case atDependsOn:
+		return p.Key("depends_on").Index(i)
+	case atAuthProvider:
+		return p.Key("interface").Key("auth").Key("provider")
+	case atForwardAuth:
+		return p.Key("interface").Key("auth").Key("forward_auth_upstream")
+	case atRouteAuthProvider:
+		return s.routePath(i).Key("auth").Key("provider")
+	case atRouteForwardAuth:
+		return s.routePath(i).Key("auth").Key("forward_auth_upstream")
+	case atRouteAuthz:
+		return s.routePath(i).Key("authz")
+	case atDBHost:
+		return s.Databases()[i].Path().Key("host")
+	case atReverseProxy:
+		return p.Key("interface").Key("proxy")
 	}
-	if d.index >= 0 {
-		p = p.Index(d.index)
+	panic("manifest: unknown dependency site")
+}
+
+// routePath is the path of the service's route i (in Proxy.Routes).
+func (s *Service) routePath(i int) Path {
+	p := s.Path().Key("interface").Key("proxy")
+	if px := s.Interface.Proxy; px.Named {
+		p = p.Key(px.Routes[i].Name)
 	}
 	return p
 }
@@ -425,17 +466,20 @@ func (v *validator) service(s *Service) {
 		v.terraform(ip.Key("terraform"), tf)
 	}
 	if a := s.Interface.Auth; a != nil {
-		v.auth(ip.Key("auth"), s, a)
+		v.auth(ip.Key("auth"), s, a, -1)
 	}
+	dbIndex := int32(0) // in Databases()
 	if db := s.Interface.DB; db != nil {
-		v.db(ip.Key("db"), s, db, "")
+		v.db(ip.Key("db"), s, db, "", dbIndex)
+		dbIndex++
 	}
 	for _, key := range slices.Sorted(maps.Keys(s.Interface.DBs)) {
 		db := s.Interface.DBs[key]
 		if db == nil {
 			continue // null: absent
 		}
-		v.db(ip.Key("dbs").Key(key), s, db, key)
+		v.db(ip.Key("dbs").Key(key), s, db, key, dbIndex)
+		dbIndex++
 	}
 	if px := s.Interface.Proxy; px != nil {
 		v.proxy(ip.Key("proxy"), s, px)
@@ -480,14 +524,19 @@ func isCleanPath(s string) bool {
 	return s != "" && len(s) <= 4096 && strings.IndexFunc(s, unicode.IsControl) < 0
 }
 
-func (v *validator) auth(p Path, s *Service, a *Auth) {
+// auth checks the service's auth block (route -1) or one route's.
+func (v *validator) auth(p Path, s *Service, a *Auth, route int32) {
 	if a.Type == "none" {
 		if a.OIDC != nil {
 			v.diags.Addf(p.Key("oidc"), "oidc settings are given but type is %q", a.Type)
 		}
 		return
 	}
-	v.provider(lazyPath{p, "provider"}, s, a.Provider)
+	site, fwd := depSite{atAuthProvider, 0}, depSite{atForwardAuth, 0}
+	if route >= 0 {
+		site, fwd = depSite{atRouteAuthProvider, route}, depSite{atRouteForwardAuth, route}
+	}
+	v.provider(lazyPath{p, "provider"}, site, s, a.Provider)
 	switch a.Type {
 	case "oidc":
 		if a.OIDC == nil {
@@ -512,7 +561,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 			} else if t == nil {
 				v.diags.Addf(p.Key("forward_auth_upstream"), "no enabled service has the address %q", host)
 			} else if t != s {
-				v.addDep(s, t.Name, "forward_auth upstream", lazyPath{p, "forward_auth_upstream"})
+				v.addDep(s, t.Name, "forward_auth upstream", fwd)
 			}
 		}
 	}
@@ -520,7 +569,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth) {
 
 // provider resolves an auth provider name to an enabled core service and
 // records the edge.
-func (v *validator) provider(p lazyPath, s *Service, name string) *Service {
+func (v *validator) provider(p lazyPath, site depSite, s *Service, name string) *Service {
 	t, ok := v.byName[name]
 	switch {
 	case !ok && v.all[name] != nil:
@@ -530,7 +579,7 @@ func (v *validator) provider(p lazyPath, s *Service, name string) *Service {
 	case !t.Core:
 		v.diags.Addf(p.Path(), "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
 	case t != s:
-		v.addDep(s, name, "auth provider", p)
+		v.addDep(s, name, "auth provider", site)
 	}
 	return t
 }
@@ -637,7 +686,8 @@ func isLocal(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
-func (v *validator) db(p Path, s *Service, db *DB, key string) {
+// db checks one of the service's databases, index in Databases().
+func (v *validator) db(p Path, s *Service, db *DB, key string, index int32) {
 	if db.Name == "" {
 		db.Name = key
 	}
@@ -689,7 +739,7 @@ func (v *validator) db(p Path, s *Service, db *DB, key string) {
 		return
 	}
 	if db.server != s {
-		v.addDep(s, db.server.Name, "database host", lazyPath{p, "host"})
+		v.addDep(s, db.server.Name, "database host", depSite{atDBHost, index})
 	}
 }
 
@@ -702,7 +752,7 @@ func serviceNames(ss []*Service) string {
 }
 
 func (v *validator) proxy(p Path, s *Service, px *Proxy) {
-	for _, r := range px.Routes {
+	for j, r := range px.Routes {
 		rp := p
 		if px.Named {
 			rp = p.Key(r.Name)
@@ -735,7 +785,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 			}
 		}
 		if r.Auth != nil {
-			v.auth(rp.Key("auth"), s, r.Auth)
+			v.auth(rp.Key("auth"), s, r.Auth, int32(j))
 		}
 		if r.Authz {
 			switch {
@@ -743,7 +793,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 			case s.Interface.Auth != nil && s.Interface.Auth.Type != "none":
 			default:
 				// authz with no auth block: the default provider.
-				v.provider(lazyPath{rp, "authz"}, s, DefaultAuthProvider())
+				v.provider(lazyPath{rp, "authz"}, depSite{atRouteAuthz, int32(j)}, s, DefaultAuthProvider())
 			}
 		}
 	}
@@ -755,7 +805,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 	case !ok:
 		v.diags.Addf(p, "needs the reverse proxy %q, which is not an enabled service (set network.reverse_proxy)", v.m.Network.ReverseProxy)
 	default:
-		v.addDep(s, rpSvc.Name, "reverse proxy", lazyPath{p, ""})
+		v.addDep(s, rpSvc.Name, "reverse proxy", depSite{atReverseProxy, 0})
 	}
 }
 
@@ -958,7 +1008,7 @@ func (v *validator) dependencies(s *Service) {
 		case !ok:
 			v.diags.Addf(p.Key("depends_on").Index(i), "unknown service %q%s", d, didYouMean(d, v.names))
 		default:
-			s.deps = append(s.deps, Dependency{Service: t.Name, at: lazyPath{p, "depends_on"}, index: i, mask: reasonBit("depends_on")})
+			s.deps = append(s.deps, Dependency{Service: t.Name, from: s, at: depSite{atDependsOn, int32(i)}, mask: reasonBit("depends_on")})
 		}
 	}
 	// One Dependency per service, its reasons in the order found but with
@@ -1013,8 +1063,8 @@ func sortedByService(deps []Dependency) []Dependency {
 	return out
 }
 
-func (v *validator) addDep(s *Service, on, reason string, at lazyPath) {
-	s.deps = append(s.deps, Dependency{Service: on, at: at, index: -1, mask: reasonBit(reason)})
+func (v *validator) addDep(s *Service, on, reason string, at depSite) {
+	s.deps = append(s.deps, Dependency{Service: on, from: s, at: at, mask: reasonBit(reason)})
 }
 
 // reasonBit is the bit of a reason in Dependency.mask; 0 for no reason.

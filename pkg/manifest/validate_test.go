@@ -146,6 +146,16 @@ func TestBrokenManifests(t *testing.T) {
 				// dns → media → authentik (forward_auth upstream)
 				`deployment_phases.nix_core[0]: "dns" is listed before "authentik", which it depends on`,
 			}},
+		{"core service uses an application's database", `{"core_services": {"dns": {"interface": {"db": {"name": "d", "host": "media"}}}}}`,
+			[]string{
+				`core_services.dns.interface.db.host: core service "dns" depends on "media" (database host), which is not a core service`,
+				`deployment_phases.nix_core[0]: "dns" is listed before "authentik", which it depends on`,
+			}},
+		{"core service's route forwards auth to an application", `{"core_services": {"dns": {"interface": {"proxy": {"admin": {"domain": "dns.lab.test", "upstream": "localhost:5380", "auth": {"type": "forward_auth", "forward_auth_upstream": "media:9000"}}}}}}}`,
+			[]string{
+				`core_services.dns.interface.proxy.admin.auth.forward_auth_upstream: core service "dns" depends on "media" (forward_auth upstream), which is not a core service`,
+				`deployment_phases.nix_core[0]: "dns" is listed before "authentik", which it depends on`,
+			}},
 		{"auth provider misspelt", `{"services": {"vaultwarden": {"interface": {"auth": {"provider": "authentic"}}}}}`,
 			[]string{`services.vaultwarden.interface.auth.provider: no enabled service provides auth provider "authentic"; did you mean "authentik"?`}},
 		{"auth provider not a core service", `{"services": {"vaultwarden": {"interface": {"auth": {"provider": "media"}}}}}`,
