@@ -289,25 +289,24 @@ func (v *validator) network() {
 
 // ipInNetwork checks an IPv4 address and that it lies in network_cidr.
 func (v *validator) ipInNetwork(parent Path, field, ip string, required bool) (netip.Addr, bool) {
-	p := lazyPath{parent, field}
 	if ip == "" {
 		if required {
-			v.diags.Addf(p.Path(), "is required")
+			v.diags.Addf(parent.Key(field), "is required")
 		}
 		return netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(ip)
 	if err != nil || !a.Is4() {
-		v.diags.Addf(p.Path(), "%q is not an IPv4 address", ip)
+		v.diags.Addf(parent.Key(field), "%q is not an IPv4 address", ip)
 		return netip.Addr{}, false
 	}
 	if v.cidr.IsValid() {
 		if !v.cidr.Contains(a) {
-			v.diags.Addf(p.Path(), "%s is outside network.network_cidr %s", ip, v.cidr)
+			v.diags.Addf(parent.Key(field), "%s is outside network.network_cidr %s", ip, v.cidr)
 			return a, false
 		}
 		if a == v.cidr.Addr() || (v.cidr.Bits() < 31 && a == broadcast(v.cidr)) {
-			v.diags.Addf(p.Path(), "%s is the network's own network or broadcast address", ip)
+			v.diags.Addf(parent.Key(field), "%s is the network's own network or broadcast address", ip)
 			return a, false
 		}
 	}
@@ -323,9 +322,8 @@ func broadcast(p netip.Prefix) netip.Addr {
 }
 
 func (v *validator) dnsName(parent Path, field, name string) bool {
-	p := lazyPath{parent, field}
 	if !isDNSName(name) {
-		v.diags.Addf(p.Path(), "%q is not a valid DNS name", truncate(name, 80))
+		v.diags.Addf(parent.Key(field), "%q is not a valid DNS name", truncate(name, 80))
 		return false
 	}
 	return true
@@ -406,9 +404,8 @@ func (v *validator) globals() {
 }
 
 func (v *validator) intRange(parent Path, field string, n, lo, hi int) {
-	p := lazyPath{parent, field}
 	if n < lo || n > hi {
-		v.diags.Addf(p.Path(), "%d is outside %d-%d", n, lo, hi)
+		v.diags.Addf(parent.Key(field), "%d is outside %d-%d", n, lo, hi)
 	}
 }
 
@@ -536,7 +533,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth, route int32) {
 	if route >= 0 {
 		site, fwd = depSite{atRouteAuthProvider, route}, depSite{atRouteForwardAuth, route}
 	}
-	v.provider(lazyPath{p, "provider"}, site, s, a.Provider)
+	v.provider(p, "provider", site, s, a.Provider)
 	switch a.Type {
 	case "oidc":
 		if a.OIDC == nil {
@@ -569,15 +566,15 @@ func (v *validator) auth(p Path, s *Service, a *Auth, route int32) {
 
 // provider resolves an auth provider name to an enabled core service and
 // records the edge.
-func (v *validator) provider(p lazyPath, site depSite, s *Service, name string) *Service {
+func (v *validator) provider(parent Path, field string, site depSite, s *Service, name string) *Service {
 	t, ok := v.byName[name]
 	switch {
 	case !ok && v.all[name] != nil:
-		v.diags.Addf(p.Path(), "auth provider %q is disabled", name)
+		v.diags.Addf(parent.Key(field), "auth provider %q is disabled", name)
 	case !ok:
-		v.diags.Addf(p.Path(), "no enabled service provides auth provider %q%s", name, didYouMean(name, v.names))
+		v.diags.Addf(parent.Key(field), "no enabled service provides auth provider %q%s", name, didYouMean(name, v.names))
 	case !t.Core:
-		v.diags.Addf(p.Path(), "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
+		v.diags.Addf(parent.Key(field), "auth provider %q must be a core service: its Terraform (tf:auth-core) runs before any application", name)
 	case t != s:
 		v.addDep(s, name, "auth provider", site)
 	}
@@ -645,10 +642,9 @@ func isIP(s string) bool {
 
 // hostPort checks "host:port" and returns the host.
 func (v *validator) hostPort(parent Path, field, s string) (string, bool) {
-	p := lazyPath{parent, field}
 	host, _, problem := splitHostPort(s)
 	if problem != "" {
-		v.diags.Addf(p.Path(), "%q %s", truncate(s, 80), problem)
+		v.diags.Addf(parent.Key(field), "%q %s", truncate(s, 80), problem)
 		return "", false
 	}
 	return host, true
@@ -793,7 +789,7 @@ func (v *validator) proxy(p Path, s *Service, px *Proxy) {
 			case s.Interface.Auth != nil && s.Interface.Auth.Type != "none":
 			default:
 				// authz with no auth block: the default provider.
-				v.provider(lazyPath{rp, "authz"}, depSite{atRouteAuthz, int32(j)}, s, DefaultAuthProvider())
+				v.provider(rp, "authz", depSite{atRouteAuthz, int32(j)}, s, DefaultAuthProvider())
 			}
 		}
 	}
@@ -1089,20 +1085,6 @@ func boolRank(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// lazyPath is a field of parent whose Path is only built when a problem is
-// reported there: validation checks far more fields than it reports.
-type lazyPath struct {
-	parent Path
-	field  string
-}
-
-func (l lazyPath) Path() Path {
-	if l.field == "" {
-		return l.parent
-	}
-	return l.parent.Key(l.field)
 }
 
 // phases checks deployment_phases against the services; the graph package
