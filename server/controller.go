@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/graph"
 	"github.com/nixmox/nixmox/pkg/health"
@@ -361,11 +362,7 @@ func summarize(res rollout.Result) string {
 	var parts []string
 	for _, st := range []rollout.State{rollout.Succeeded, rollout.Skipped, rollout.Failed, rollout.Held} {
 		if n := counts[st]; n > 0 {
-			word := string(st)
-			if st == rollout.Skipped {
-				word = "unchanged"
-			}
-			parts = append(parts, fmt.Sprintf("%d %s", n, word))
+			parts = append(parts, fmt.Sprintf("%d %s", n, api.StepWord(stateOf(st))))
 		}
 	}
 	return strings.Join(parts, ", ")

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/plan"
 	"github.com/nixmox/nixmox/server/rollout"
@@ -102,11 +103,7 @@ func (m *Metrics) stepEvent(step string, st rollout.State, at time.Time) {
 		m.stepDuration.WithLabelValues(phase).Observe(at.Sub(t).Seconds())
 		delete(m.started, step)
 	}
-	state := string(st)
-	if st == rollout.Skipped {
-		state = "unchanged"
-	}
-	m.steps.WithLabelValues(phase, state).Inc()
+	m.steps.WithLabelValues(phase, api.StepWord(stateOf(st))).Inc()
 }
 
 // rolloutDone counts a finished rollout.
@@ -176,7 +173,7 @@ func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range services {
 		name := s.GetName()
-		health := healthWord(s.GetHealth())
+		health := api.HealthWord(s.GetHealth())
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b(s.GetAgentConnected() && health == "healthy"), name)
 		for _, h := range healthStates {
 			ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, b(h == health), name, h)
@@ -188,17 +185,4 @@ func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descReport, prometheus.GaugeValue, float64(t.AsTime().UnixNano())/1e9, name)
 		}
 	}
-}
-
-// healthWord is healthy, unhealthy, starting or unknown.
-func healthWord(h nixmoxv1.Health) string {
-	switch h {
-	case nixmoxv1.Health_HEALTH_HEALTHY:
-		return "healthy"
-	case nixmoxv1.Health_HEALTH_UNHEALTHY:
-		return "unhealthy"
-	case nixmoxv1.Health_HEALTH_STARTING:
-		return "starting"
-	}
-	return "unknown"
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/server/rollout"
 	"github.com/nixmox/nixmox/server/store"
@@ -113,10 +114,10 @@ func (p *StatusPage) index(w http.ResponseWriter, r *http.Request) {
 	}
 	var services []pageService
 	for _, s := range st.GetServices() {
-		ps := pageService{Name: s.GetName(), Health: healthWord(s.GetHealth()), Connected: s.GetAgentConnected(),
+		ps := pageService{Name: s.GetName(), Health: api.HealthWord(s.GetHealth()), Connected: s.GetAgentConnected(),
 			Generation: s.GetGeneration(), Desired: s.GetDesiredGeneration(), LastResult: "–", LastReport: "–"}
 		if lr := s.GetLastResult(); lr != nixmoxv1.StepState_STEP_STATE_UNSPECIFIED {
-			ps.LastResult = stepWord(lr)
+			ps.LastResult = api.StepWord(lr)
 		}
 		if t := s.GetLastReport(); t != nil {
 			ps.LastReport = stamp(t.AsTime())
@@ -165,27 +166,8 @@ func (p *StatusPage) rollout(w http.ResponseWriter, r *http.Request) {
 	})
 	var steps []pageStep
 	for _, s := range order {
-		steps = append(steps, pageStep{ID: s.ID, State: stepWord(stateOf(rollout.State(s.State))), Attempts: s.Attempts,
+		steps = append(steps, pageStep{ID: s.ID, State: api.StepWord(stateOf(rollout.State(s.State))), Attempts: s.Attempts,
 			Started: stamp(s.Started), Took: took(s.Started, s.Finished), Error: s.Error})
 	}
 	p.render(w, "rollout.html", map[string]any{"Title": "Rollout " + id, "Rollout": rolloutRow(ro, file), "Steps": steps})
-}
-
-// stepWord is a step state as the CLI says it.
-func stepWord(s nixmoxv1.StepState) string {
-	switch s {
-	case nixmoxv1.StepState_STEP_STATE_SKIPPED:
-		return "unchanged"
-	case nixmoxv1.StepState_STEP_STATE_SUCCEEDED:
-		return "succeeded"
-	case nixmoxv1.StepState_STEP_STATE_FAILED:
-		return "failed"
-	case nixmoxv1.StepState_STEP_STATE_HELD:
-		return "held"
-	case nixmoxv1.StepState_STEP_STATE_RUNNING:
-		return "running"
-	case nixmoxv1.StepState_STEP_STATE_PENDING:
-		return "pending"
-	}
-	return "unknown"
 }

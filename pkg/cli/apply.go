@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -141,7 +142,7 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 				final[id] = &stepSummary{ID: id}
 				order = append(order, id)
 			}
-			final[id].State = stateWord(e.GetState())
+			final[id].State = api.StepWord(e.GetState())
 			final[id].Cause = strings.TrimPrefix(e.GetMessage(), id+" failed: ")
 		}
 		if live != nil {
@@ -196,13 +197,6 @@ func writeSummary(out io.Writer, format string, sum rolloutSummary) error {
 	return tw.Flush()
 }
 
-func stateWord(s nixmoxv1.StepState) string {
-	if s == nixmoxv1.StepState_STEP_STATE_SKIPPED {
-		return "unchanged"
-	}
-	return enumWord(s.String(), "STEP_STATE_")
-}
-
 // printEvent writes one rollout event as a line and reports whether it
 // ended the rollout, and how.
 func printEvent(out io.Writer, e *nixmoxv1.RolloutEvent) (done, ok bool) {
@@ -215,7 +209,7 @@ func printEvent(out io.Writer, e *nixmoxv1.RolloutEvent) (done, ok bool) {
 		fmt.Fprintf(out, "%s %s\n", ts, e.GetMessage())
 		return false, false
 	}
-	line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), stateWord(e.GetState()))
+	line := fmt.Sprintf("%s %-32s %s", ts, e.GetStep(), api.StepWord(e.GetState()))
 	if msg := strings.TrimPrefix(e.GetMessage(), e.GetStep()+" failed: "); msg != "" {
 		line += ": " + strings.ReplaceAll(msg, "\n", " ")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 )
 
@@ -127,7 +128,7 @@ func (v *liveView) line(id string, s *liveStep, now time.Time) string {
 		}
 		elapsed = fmt.Sprintf("%.1fs", end.Sub(s.started).Seconds())
 	}
-	l := fmt.Sprintf(" %s %-32s %-10s %6s", liveMarks[s.state], id, stateWord(s.state), elapsed)
+	l := fmt.Sprintf(" %s %-32s %-10s %6s", liveMarks[s.state], id, api.StepWord(s.state), elapsed)
 	if s.cause != "" && s.state != nixmoxv1.StepState_STEP_STATE_RUNNING {
 		l += "  " + strings.ReplaceAll(s.cause, "\n", " ")
 	}

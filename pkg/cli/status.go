@@ -3,12 +3,12 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 )
 
@@ -66,9 +66,9 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 	out := []serviceStatus{}
 	for _, s := range resp.GetServices() {
 		st := serviceStatus{
-			Name: s.GetName(), Health: enumWord(s.GetHealth().String(), "HEALTH_"),
+			Name: s.GetName(), Health: api.HealthWord(s.GetHealth()),
 			Generation: s.GetGeneration(), DesiredGeneration: s.GetDesiredGeneration(),
-			LastResult: enumWord(s.GetLastResult().String(), "STEP_STATE_"), AgentConnected: s.GetAgentConnected(),
+			LastResult: api.StepWord(s.GetLastResult()), AgentConnected: s.GetAgentConnected(),
 		}
 		if s.GetLastReport() != nil {
 			st.LastReport = s.GetLastReport().AsTime().UTC().Format(time.RFC3339)
@@ -95,14 +95,4 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Health, s.Generation, s.DesiredGeneration, s.LastResult, report, agent)
 	}
 	return tw.Flush()
-}
-
-// enumWord turns HEALTH_HEALTHY into healthy, and *_UNSPECIFIED into
-// unknown.
-func enumWord(s, prefix string) string {
-	s = strings.ToLower(strings.TrimPrefix(s, prefix))
-	if s == "unspecified" {
-		return "unknown"
-	}
-	return s
 }
