@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -185,11 +183,9 @@ type stepSummary struct {
 
 func writeSummary(out io.Writer, format string, sum rolloutSummary) error {
 	if format == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
+		return writeJSON(out, sum)
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	tw := newTable(out)
 	fmt.Fprintln(tw, "\nSTEP\tRESULT\tCAUSE")
 	for _, s := range sum.Steps {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.State, strings.ReplaceAll(s.Cause, "\n", " "))

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,11 +49,9 @@ it started and finished, whether every step succeeded, and who started it.`,
 				rows = append(rows, x)
 			}
 			if output == "json" {
-				enc := json.NewEncoder(f.IO.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"rollouts": rows})
+				return writeJSON(f.IO.Out, map[string]any{"rollouts": rows})
 			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
+			tw := newTable(f.IO.Out)
 			fmt.Fprintln(tw, "ROLLOUT\tRESULT\tSTARTED\tFINISHED\tWHO\tMANIFEST")
 			for _, r := range rows {
 				result := "failed"

@@ -3,7 +3,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -60,11 +59,9 @@ With --output json: {"outputs": [{"root", "name", "sensitive", "value"}]}.`,
 				rows = append(rows, r)
 			}
 			if output == "json" {
-				enc := json.NewEncoder(f.IO.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"outputs": rows})
+				return writeJSON(f.IO.Out, map[string]any{"outputs": rows})
 			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
+			tw := newTable(f.IO.Out)
 			fmt.Fprintln(tw, "ROOT\tNAME\tVALUE")
 			for _, r := range rows {
 				v := string(r.Value)

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -77,11 +75,9 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 	}
 	w := opts.Factory.IO.Out
 	if opts.Output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"services": out})
+		return writeJSON(w, map[string]any{"services": out})
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "SERVICE\tHEALTH\tGENERATION\tDESIRED\tLAST RESULT\tLAST REPORT\tAGENT")
 	for _, s := range out {
 		agent := "disconnected"

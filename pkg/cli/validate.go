@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -62,9 +61,7 @@ func validateRun(cmd *cobra.Command, opts *ValidateOptions) error {
 		} else {
 			res.File = g.Manifest().File
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if encErr := enc.Encode(res); encErr != nil {
+		if encErr := writeJSON(out, res); encErr != nil {
 			return encErr
 		}
 		if err != nil {
