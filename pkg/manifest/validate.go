@@ -351,12 +351,7 @@ func (v *validator) collect() {
 		name string
 		m    map[string]*Service
 	}{{"core_services", v.m.CoreServices}, {"services", v.m.Services}} {
-		names := make([]string, 0, len(sec.m))
-		for name := range sec.m {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
+		for _, name := range slices.Sorted(maps.Keys(sec.m)) {
 			s := sec.m[name]
 			p := Path{sec.name, name}
 			if s == nil {

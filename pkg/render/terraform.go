@@ -3,10 +3,10 @@ package render
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	tfconfig "github.com/hashicorp/terraform-config-inspect/tfconfig"
@@ -192,12 +192,7 @@ func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string) (m
 			return nil, fmt.Errorf("%s.interface.terraform: module %s: %w", s.Path(), mod, diags.Err())
 		}
 		block := tfModuleName(i, mod)
-		outNames := make([]string, 0, len(parsed.Outputs))
-		for name := range parsed.Outputs {
-			outNames = append(outNames, name)
-		}
-		sort.Strings(outNames)
-		for _, name := range outNames {
+		for _, name := range slices.Sorted(maps.Keys(parsed.Outputs)) {
 			out := parsed.Outputs[name]
 			if other, dup := from[out.Name]; dup {
 				return nil, fmt.Errorf("%s.interface.terraform: modules %s and %s both have an output %q; the service would see only one", s.Path(), other, mod, out.Name)

@@ -3,11 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -114,12 +114,7 @@ func TestAgentModule(t *testing.T) {
 	// The unit as NixOS would write it: [Service] from serviceConfig.
 	var b strings.Builder
 	b.WriteString("[Unit]\nDescription=nixmox-agent\n\n[Service]\n")
-	keys := make([]string, 0, len(ev.ServiceConfig))
-	for k := range ev.ServiceConfig {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(ev.ServiceConfig)) {
 		v := ev.ServiceConfig[k]
 		switch v := v.(type) {
 		case bool:
