@@ -166,11 +166,12 @@ func structBehind(t reflect.Type) reflect.Type {
 	}
 }
 
-// The decoder's entry points, resolved once: decoding looks up no type.
+// The decoder's entry points, resolved on first use (not at start-up:
+// most commands decode no manifest), after which decoding looks up no type.
 var (
-	manifestInfo = structOf(reflect.TypeFor[Manifest]())
-	serviceInfo  = structOf(reflect.TypeFor[Service]())
-	routeInfo    = structOf(reflect.TypeFor[Route]())
+	manifestInfo = sync.OnceValue(func() *structInfo { return structOf(reflect.TypeFor[Manifest]()) })
+	serviceInfo  = sync.OnceValue(func() *structInfo { return structOf(reflect.TypeFor[Service]()) })
+	routeInfo    = sync.OnceValue(func() *structInfo { return structOf(reflect.TypeFor[Route]()) })
 )
 
 // fieldsOf returns the manifest fields of struct type t, in declaration order.
@@ -602,7 +603,7 @@ func (d *decoder) decodeServices(out reflect.Value) error {
 				sub.base = e.lo
 				sub.push(e.name)
 				v := reflect.ValueOf(&e.svc).Elem()
-				err := sub.decode(v, serviceInfo)
+				err := sub.decode(v, serviceInfo())
 				sub.pop()
 				if err != nil {
 					// A duplicate key: ReadValue checked the syntax.

@@ -165,7 +165,7 @@ func decodeManifest(src string) (*Manifest, Diagnostics, error) {
 	}
 	m := &Manifest{}
 	applyDefaults(reflect.ValueOf(m).Elem())
-	if err := d.decode(reflect.ValueOf(m).Elem(), manifestInfo); err != nil {
+	if err := d.decode(reflect.ValueOf(m).Elem(), manifestInfo()); err != nil {
 		return nil, nil, jsonError(src, d.dec, err)
 	}
 	if rest := strings.TrimLeft(src[d.dec.InputOffset():], " \t\r\n"); len(rest) > 0 {

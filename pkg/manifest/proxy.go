@@ -53,7 +53,7 @@ func (p *Proxy) decodeStream(d *decoder) error {
 		return err
 	}
 	single := &Route{}
-	reflect.ValueOf(single).Elem().Set(routeInfo.defaults)
+	reflect.ValueOf(single).Elem().Set(routeInfo().defaults)
 	if d.dec.PeekKind() == '}' {
 		p.Routes = []*Route{single}
 		_, err := d.dec.ReadToken()
@@ -65,7 +65,7 @@ func (p *Proxy) decodeStream(d *decoder) error {
 	}
 	if routeKeys[first] || d.dec.PeekKind() != '{' {
 		p.Routes = []*Route{single}
-		return d.structMembers(reflect.ValueOf(single).Elem(), routeInfo, first, true)
+		return d.structMembers(reflect.ValueOf(single).Elem(), routeInfo(), first, true)
 	}
 	p.Named = true
 	var names []string
@@ -75,11 +75,11 @@ func (p *Proxy) decodeStream(d *decoder) error {
 		}
 		names = append(names, name)
 		r := &Route{}
-		reflect.ValueOf(r).Elem().Set(routeInfo.defaults)
+		reflect.ValueOf(r).Elem().Set(routeInfo().defaults)
 		r.Name = name
 		d.push(name)
 		if d.dec.PeekKind() == '{' {
-			err = d.decode(reflect.ValueOf(r).Elem(), routeInfo)
+			err = d.decode(reflect.ValueOf(r).Elem(), routeInfo())
 			p.Routes = append(p.Routes, r)
 		} else {
 			err = d.typeError("a route object (the proxy's first member is a named route, so all are)")
