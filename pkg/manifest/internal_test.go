@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"testing"
 )
 
@@ -67,6 +68,19 @@ func TestDependencyLocation(t *testing.T) {
 	} {
 		if got := (Dependency{from: tc.from, at: tc.at}).Location().String(); got != tc.want {
 			t.Errorf("%+v: %s, want %s", tc.at, got, tc.want)
+		}
+	}
+}
+
+// TestParseInt32: the decoder's integer parser agrees with strconv on JSON
+// numbers, at and past the 32-bit limits.
+func TestParseInt32(t *testing.T) {
+	for _, s := range []string{"0", "-0", "7", "-7", "42", "2147483647", "2147483648", "-2147483648", "-2147483649",
+		"1e3", "1E3", "1.0", "-1.5", "12345678901", "99999999999999999999"} {
+		want, err := strconv.ParseInt(s, 10, 32)
+		got, ok := parseInt32([]byte(s))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("%s: %d, %v; strconv: %d, %v", s, got, ok, want, err)
 		}
 	}
 }
