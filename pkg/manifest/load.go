@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"gopkg.in/yaml.v3"
 
+	"github.com/nixmox/nixmox/internal/textfile"
 	"github.com/nixmox/nixmox/pkg/nix"
 )
 
@@ -88,7 +89,7 @@ func (l Loader) Load(ctx context.Context, path string) (*Manifest, error) {
 		format = FormatJSON
 		log.Debug("manifest evaluated by nix", "file", path, "duration", time.Since(start))
 	} else {
-		src, err = readFileString(path)
+		src, err = textfile.Read(path)
 		log.Debug("manifest read", "file", path, "duration", time.Since(start))
 	}
 	if err != nil {
@@ -98,23 +99,6 @@ func (l Loader) Load(ctx context.Context, path string) (*Manifest, error) {
 	m, err := ParseString(src, format, path)
 	log.Debug("manifest decoded and validated", "file", path, "duration", time.Since(start))
 	return m, err
-}
-
-// readFileString is os.ReadFile into a string, without copying it again.
-func readFileString(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	var b strings.Builder
-	if fi, err := f.Stat(); err == nil && fi.Size() < 1<<30 {
-		b.Grow(int(fi.Size()) + 1)
-	}
-	if _, err := io.Copy(&b, f); err != nil {
-		return "", err
-	}
-	return b.String(), nil
 }
 
 // Parse decodes and validates a manifest already in JSON or YAML form; file

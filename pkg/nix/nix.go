@@ -10,13 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nixmox/nixmox/internal/textfile"
 )
 
 // InstallHint tells a user without Nix how to get it.
@@ -89,24 +89,11 @@ func (r Runner) EvalJSON(ctx context.Context, path string) (string, error) {
 		}
 		return "", fmt.Errorf("running %s: %w", bin, err)
 	}
-	return readAll(stdout)
-}
-
-// readAll reads f from its start into a string of f's size.
-func readAll(f *os.File) (string, error) {
-	fi, err := f.Stat()
+	out, err := textfile.ReadFrom(stdout)
 	if err != nil {
-		return "", err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	b.Grow(int(fi.Size()))
-	if _, err := io.Copy(&b, f); err != nil {
 		return "", fmt.Errorf("reading nix-instantiate's output: %w", err)
 	}
-	return b.String(), nil
+	return out, nil
 }
 
 // EvalError is a Nix evaluation that failed.
