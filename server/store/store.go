@@ -167,6 +167,22 @@ func get(b *bolt.Bucket, key []byte, v any) error {
 	return json.Unmarshal(raw, v)
 }
 
+// each decodes every record of b (none when b is nil) and hands it to fn
+// with its key.
+func each[T any](b *bolt.Bucket, fn func(key []byte, v T)) error {
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		fn(k, v)
+		return nil
+	})
+}
+
 // Manifest is one stored manifest version.
 type Manifest struct {
 	Version uint64          `json:"version"`
@@ -313,18 +329,7 @@ func (s *Store) PutSteps(rolloutID string, sts []StepRecord) error {
 func (s *Store) Steps(rolloutID string) (map[string]StepRecord, error) {
 	out := map[string]StepRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSteps).Bucket([]byte(rolloutID))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var st StepRecord
-			if err := json.Unmarshal(v, &st); err != nil {
-				return err
-			}
-			out[string(k)] = st
-			return nil
-		})
+		return each(tx.Bucket(bucketSteps).Bucket([]byte(rolloutID)), func(k []byte, st StepRecord) { out[string(k)] = st })
 	})
 	return out, err
 }
@@ -442,18 +447,7 @@ func (s *Store) PutGeneration(service string, g Generation) error {
 func (s *Store) Generations(service string) ([]Generation, error) {
 	var out []Generation
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketGenerations).Bucket([]byte(service))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(_, v []byte) error {
-			var g Generation
-			if err := json.Unmarshal(v, &g); err != nil {
-				return err
-			}
-			out = append(out, g)
-			return nil
-		})
+		return each(tx.Bucket(bucketGenerations).Bucket([]byte(service)), func(_ []byte, g Generation) { out = append(out, g) })
 	})
 	return out, err
 }
@@ -480,14 +474,7 @@ func (s *Store) Agent(service string) (a Agent, err error) {
 func (s *Store) Agents() ([]Agent, error) {
 	var out []Agent
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketAgents).ForEach(func(_, v []byte) error {
-			var a Agent
-			if err := json.Unmarshal(v, &a); err != nil {
-				return err
-			}
-			out = append(out, a)
-			return nil
-		})
+		return each(tx.Bucket(bucketAgents), func(_ []byte, a Agent) { out = append(out, a) })
 	})
 	return out, err
 }
@@ -620,14 +607,7 @@ func (s *Store) RootOutputs(root string) (o Outputs, err error) {
 func (s *Store) AllOutputs() ([]Outputs, error) {
 	var out []Outputs
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOutputs).ForEach(func(_, v []byte) error {
-			var o Outputs
-			if err := json.Unmarshal(v, &o); err != nil {
-				return err
-			}
-			out = append(out, o)
-			return nil
-		})
+		return each(tx.Bucket(bucketOutputs), func(_ []byte, o Outputs) { out = append(out, o) })
 	})
 	return out, err
 }
