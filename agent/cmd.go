@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,6 +51,9 @@ not confirm it within confirm_timeout.`,
 			if cfg.Server == "" || cfg.Service == "" {
 				*usage = true
 				return fmt.Errorf("--server and --service are required")
+			}
+			if problems := Check(cfg); problems != nil {
+				return fmt.Errorf("refusing to start:\n  - %s", strings.Join(problems, "\n  - "))
 			}
 			cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "nixmox-agent", Level: hclog.LevelFromString(logLevel), Output: stderr}).With("service", cfg.Service)
 			return Run(ctx, cfg)

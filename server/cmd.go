@@ -81,30 +81,38 @@ control socket, which only its owner can open.`,
 			return Serve(ctx, cfg)
 		},
 	}
-	serve.Flags().StringVar(&cfg.StateDir, "state-dir", DefaultStateDir, "state directory (state.db, ca/)")
-	serve.Flags().StringVar(&cfg.AgentListen, "listen", DefaultListen, "address agents connect to")
-	serve.Flags().StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
-	serve.Flags().StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
-	serve.Flags().StringVar(&cfg.ControlListen, "control-listen", "", "also serve the control API here over mutual TLS, to nixmox-cli certificates only (see cli-cert)")
-	serve.Flags().StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:9464", "serve the read-only status page and /metrics here (\"\" to disable)")
-	serve.Flags().StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
-	serve.Flags().StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist), local (network namespaces on this machine; root) or proxmox")
-	serve.Flags().StringVar(&cfg.Proxmox.URL, "proxmox-url", "https://127.0.0.1:8006/api2/json", "the Proxmox API (TLS is always verified)")
-	serve.Flags().StringVar(&cfg.Proxmox.TokenID, "proxmox-token-id", "", "API token id, USER@REALM!NAME")
-	serve.Flags().StringVar(&cfg.Proxmox.TokenFile, "proxmox-token-file", "", "file holding the API token's secret (or set PROXMOX_TOKEN_SECRET)")
-	serve.Flags().StringVar(&cfg.Proxmox.CAFile, "proxmox-ca-file", "", "CA of the API's certificate (default: the system's)")
-	serve.Flags().StringVar(&cfg.Proxmox.Node, "proxmox-node", "", "the node containers are made on")
-	serve.Flags().StringVar(&cfg.Proxmox.Storage, "proxmox-storage", "local-lvm", "storage of the containers' root filesystems")
-	serve.Flags().StringVar(&cfg.Proxmox.Template, "proxmox-template", "", "the NixOS LXC template, STORAGE:vztmpl/FILE")
-	serve.Flags().StringVar(&cfg.Proxmox.Bridge, "proxmox-bridge", "vmbr0", "the host bridge of the containers' net0")
-	serve.Flags().StringVar(&cfg.Proxmox.Pct, "proxmox-pct", "pct", "Proxmox's pct, which pushes each new container's enrollment file")
-	serve.Flags().StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
-	serve.Flags().StringVar(&cfg.LocalNetnsPrefix, "local-netns-prefix", "nixmox-", "the local provider's namespace names: PREFIX+service")
-	serve.Flags().StringVar(&cfg.LocalDataDir, "local-data-dir", "/var/lib/nixmox-local", "the local provider's daemon data, one directory per service")
-	serve.Flags().StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
-	serve.Flags().StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")
-	serve.Flags().DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second, "how long an agent waits for the server to confirm a healthy generation before it rolls back")
+	addServeFlags(serve, &cfg)
 	serve.Flags().StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Check that this machine can serve: Nix builds, Terraform runs, the provider works",
+		Long: `Run the checks serve runs before it serves, print what each found and exit:
+0 when the server can serve, 1 when something is missing. Nix must evaluate and
+build (a one-line derivation, without substituters); terraform (--terraform) must
+run; the local provider needs root, iproute2's ip and nixmox-agent; the proxmox
+provider needs its token, an API that answers and the template on the node.
+Each problem is one sentence that says how to fix it. Takes serve's flags.`,
+		Example: `  $ nixmox-server check --provider local
+  $ nixmox-server check --provider proxmox --proxmox-node pve1 --proxmox-token-id 'root@pam!nixmox' \
+      --proxmox-token-file /etc/nixmox/proxmox-token --proxmox-template local:vztmpl/nixos.tar.xz`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				*usage = true
+				return err
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			findings := Check(ctx, cfg)
+			writeFindings(stdout, findings)
+			if ps := problems(findings); ps != nil {
+				return fmt.Errorf("this machine cannot serve: %s above", plural(len(ps), "problem"))
+			}
+			return nil
+		},
+	}
+	addServeFlags(check, &cfg)
 
 	var socket, out string
 	var ttl time.Duration
@@ -185,8 +193,37 @@ state directory.`,
 	}
 	cliCert.Flags().StringVar(&certState, "state-dir", DefaultStateDir, "the server's state directory (its CA)")
 	cliCert.Flags().StringVarP(&certOut, "output", "o", "", "directory to write the key and certificates to")
-	root.AddCommand(serve, token, cliCert)
+	root.AddCommand(serve, check, token, cliCert)
 	return root
+}
+
+// addServeFlags adds the flags of what the server serves with to serve and
+// check.
+func addServeFlags(cmd *cobra.Command, cfg *Config) {
+	f := cmd.Flags()
+	f.StringVar(&cfg.StateDir, "state-dir", DefaultStateDir, "state directory (state.db, ca/)")
+	f.StringVar(&cfg.AgentListen, "listen", DefaultListen, "address agents connect to")
+	f.StringArrayVar(&cfg.AgentHosts, "host", nil, "name or IP agents reach the server by (repeatable)")
+	f.StringVar(&cfg.ControlSocket, "socket", DefaultSocket, "control socket")
+	f.StringVar(&cfg.ControlListen, "control-listen", "", "also serve the control API here over mutual TLS, to nixmox-cli certificates only (see cli-cert)")
+	f.StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:9464", "serve the read-only status page and /metrics here (\"\" to disable)")
+	f.StringVar(&cfg.CacheListen, "cache-listen", "", "serve the signed binary cache over HTTP here (agents on other hosts); default: agents read it as a local file")
+	f.StringVar(&cfg.Provider, "provider", "none", "what makes the containers: none (they exist), local (network namespaces on this machine; root) or proxmox")
+	f.StringVar(&cfg.Proxmox.URL, "proxmox-url", "https://127.0.0.1:8006/api2/json", "the Proxmox API (TLS is always verified)")
+	f.StringVar(&cfg.Proxmox.TokenID, "proxmox-token-id", "", "API token id, USER@REALM!NAME")
+	f.StringVar(&cfg.Proxmox.TokenFile, "proxmox-token-file", "", "file holding the API token's secret (or set PROXMOX_TOKEN_SECRET)")
+	f.StringVar(&cfg.Proxmox.CAFile, "proxmox-ca-file", "", "CA of the API's certificate (default: the system's)")
+	f.StringVar(&cfg.Proxmox.Node, "proxmox-node", "", "the node containers are made on")
+	f.StringVar(&cfg.Proxmox.Storage, "proxmox-storage", "local-lvm", "storage of the containers' root filesystems")
+	f.StringVar(&cfg.Proxmox.Template, "proxmox-template", "", "the NixOS LXC template, STORAGE:vztmpl/FILE")
+	f.StringVar(&cfg.Proxmox.Bridge, "proxmox-bridge", "vmbr0", "the host bridge of the containers' net0")
+	f.StringVar(&cfg.Proxmox.Pct, "proxmox-pct", "pct", "Proxmox's pct, which pushes each new container's enrollment file")
+	f.StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
+	f.StringVar(&cfg.LocalNetnsPrefix, "local-netns-prefix", "nixmox-", "the local provider's namespace names: PREFIX+service")
+	f.StringVar(&cfg.LocalDataDir, "local-data-dir", "/var/lib/nixmox-local", "the local provider's daemon data, one directory per service")
+	f.StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
+	f.StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")
+	f.DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second, "how long an agent waits for the server to confirm a healthy generation before it rolls back")
 }
 
 // socketTarget is the gRPC target of a unix socket path, relative or

@@ -29,6 +29,7 @@ type Fake struct {
 	token      string            // the Authorization header it accepts
 	tasks      map[string]string // UPID -> exit status
 	taskN      int
+	templates  []string // volids of vztmpl content, "STORAGE:vztmpl/FILE"
 }
 
 // CT is a container: its config as the API's key=value strings, and its
@@ -92,6 +93,14 @@ func (f *Fake) FailCreate(id int) {
 	f.failCreate = id
 }
 
+// AddTemplate puts a container template, "STORAGE:vztmpl/FILE", into
+// its storage on the node.
+func (f *Fake) AddTemplate(volid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.templates = append(f.templates, volid)
+}
+
 var fakeRoutes = regexp.MustCompile(`^/api2/json(/.*)$`)
 
 func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -138,6 +147,20 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for id, ct := range f.containers {
 			out = append(out, map[string]any{"id": fmt.Sprintf("lxc/%d", id), "type": "lxc", "vmid": id, "node": f.node,
 				"status": ct.Status, "name": ct.Config["hostname"], "maxmem": 0, "template": 0})
+		}
+		reply(out)
+	case len(parts) == 5 && parts[0] == "nodes" && parts[2] == "storage" && parts[4] == "content" && r.Method == http.MethodGet:
+		// GET /nodes/{node}/storage/{storage}/content: volid, content,
+		// format and size of each volume (pve-api.lxc.json's returns).
+		if parts[1] != f.node {
+			fail(595, "no such cluster node '"+parts[1]+"'")
+			return
+		}
+		out := []map[string]any{}
+		for _, v := range f.templates {
+			if storage, _, _ := strings.Cut(v, ":"); storage == parts[3] {
+				out = append(out, map[string]any{"volid": v, "content": "vztmpl", "format": "txz", "size": 123456789})
+			}
 		}
 		reply(out)
 	case len(parts) == 5 && parts[0] == "nodes" && parts[2] == "tasks" && parts[4] == "status" && r.Method == http.MethodGet:

@@ -31,3 +31,11 @@ type Provider interface {
 	// Destroy removes everything the provider created.
 	Destroy(ctx context.Context, log io.Writer) error
 }
+
+// Checker is a provider that can say, before the server serves, what it
+// lacks to work at all: privileges, programs, an API that answers.
+type Checker interface {
+	// Check returns one sentence per problem, each saying how to fix it;
+	// nil when the provider can work.
+	Check(ctx context.Context) []string
+}

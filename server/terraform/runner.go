@@ -60,6 +60,43 @@ type Result struct {
 	Outputs []Output
 }
 
+// binary finds the terraform (or tofu) program.
+func (r *Runner) binary() (string, error) {
+	bin := r.Binary
+	if bin == "" {
+		bin = "terraform"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s is not on PATH: install Terraform (or OpenTofu, and start the server with --terraform tofu)", bin)
+	}
+	return path, nil
+}
+
+// Version runs the program's version command and returns its version
+// and path; the error says when it is missing or does not run.
+func (r *Runner) Version(ctx context.Context) (string, string, error) {
+	path, err := r.binary()
+	if err != nil {
+		return "", "", err
+	}
+	dir, err := os.MkdirTemp("", "nixmox-tf-version-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(dir)
+	tf, err := tfexec.NewTerraform(dir, path)
+	if err != nil {
+		return "", "", err
+	}
+	tf.SetEnv(environ())
+	v, _, err := tf.Version(ctx, true)
+	if err != nil {
+		return "", path, fmt.Errorf("%s does not run: %w", path, err)
+	}
+	return v.String(), path, nil
+}
+
 // initMarker records the hash of the configuration a root was last
 // initialised with.
 const initMarker = ".terraform/nixmox-init"
@@ -68,13 +105,9 @@ const initMarker = ".terraform/nixmox-init"
 // returns its outputs. Terraform's output goes to log (sensitive values are
 // redacted by Terraform itself); its error text is returned as is.
 func (r *Runner) Apply(ctx context.Context, dir, workspace string, log io.Writer) (Result, error) {
-	bin := r.Binary
-	if bin == "" {
-		bin = "terraform"
-	}
-	path, err := exec.LookPath(bin)
+	path, err := r.binary()
 	if err != nil {
-		return Result{}, fmt.Errorf("%s is not on PATH: install Terraform (or OpenTofu and start the server with --terraform tofu)", bin)
+		return Result{}, err
 	}
 	if r.Backend != "" {
 		override := map[string]any{"terraform": map[string]any{"backend": map[string]any{r.Backend: map[string]any{}}}}
