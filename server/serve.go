@@ -21,7 +21,6 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
-	"github.com/nixmox/nixmox/server/local"
 	"github.com/nixmox/nixmox/server/proxmox"
 	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/store"
@@ -83,6 +82,16 @@ func Serve(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	// What the server needs is checked before anything is opened, so a
+	// machine that cannot build or run Terraform is told so now, once,
+	// instead of in every step of the first rollout.
+	findings := Check(ctx, cfg)
+	if ps := problems(findings); ps != nil {
+		return &CheckError{Problems: ps}
+	}
+	for _, f := range findings {
+		log.Info("check", "what", f.Name, "ok", f.OK)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return err
 	}
@@ -132,25 +141,30 @@ func Serve(ctx context.Context, cfg Config) error {
 	})
 	agents.Metrics, controller.Metrics = metrics, metrics
 
-	agentLis, err := net.Listen("tcp", cfg.AgentListen)
+	agentLis, err := listenTCP(cfg.AgentListen)
 	if err != nil {
 		return err
 	}
-	switch cfg.Provider {
-	case "", "none":
-	case "local":
-		_, port, _ := net.SplitHostPort(agentLis.Addr().String())
-		p, _ := strconv.Atoi(port)
-		controller.Provider = &local.Provider{Dir: filepath.Join(cfg.StateDir, "local"), Bridge: cfg.LocalBridge, DataDir: cfg.LocalDataDir, NetnsPrefix: cfg.LocalNetnsPrefix, ServerPort: p}
-	case "proxmox":
-		pc := cfg.Proxmox
-		pc.Dir = filepath.Join(cfg.StateDir, "proxmox")
-		controller.Provider = proxmox.New(pc)
-	default:
+	_, port, _ := net.SplitHostPort(agentLis.Addr().String())
+	p, _ := strconv.Atoi(port)
+	prov, err := newProvider(cfg, p)
+	if err != nil {
 		agentLis.Close()
-		return fmt.Errorf("unknown provider %q: none, local or proxmox", cfg.Provider)
+		return err
+	}
+	controller.Provider = prov
+	// A socket another live server answers on is its, not a stale file.
+	if conn, err := net.DialTimeout("unix", cfg.ControlSocket, time.Second); err == nil {
+		conn.Close()
+		agentLis.Close()
+		return fmt.Errorf("another nixmox-server is serving on the control socket %s: stop it, or give this one another --socket", cfg.ControlSocket)
 	}
 	if err := os.Remove(cfg.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		agentLis.Close()
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.ControlSocket), 0o755); err != nil {
+		agentLis.Close()
 		return err
 	}
 	// The socket is created owner-only: its permissions are the control
@@ -164,7 +178,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	errs := make(chan error, 3)
 	if cfg.CacheListen != "" {
-		cacheLis, err := net.Listen("tcp", cfg.CacheListen)
+		cacheLis, err := listenTCP(cfg.CacheListen)
 		if err != nil {
 			agentLis.Close()
 			controlLis.Close()
@@ -182,7 +196,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		}
 		// Read-only, and everything in it is signed: agents trust only the
 		// server's key, so the transport needs no more.
-		cacheSrv := &http.Server{Handler: http.FileServer(http.Dir(controller.CacheDir)), ReadHeaderTimeout: 10 * time.Second}
+		cacheSrv := &http.Server{Handler: cacheHandler(controller.CacheDir), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- cacheSrv.Serve(cacheLis) }()
 		defer cacheSrv.Close()
 		log.Info("binary cache", "url", "http://"+cacheLis.Addr().String())
