@@ -293,7 +293,8 @@ func (c *ControlAPI) Logs(req *nixmoxv1.LogsRequest, stream nixmoxv1.ControlServ
 		if at.IsZero() {
 			at = r.Started
 		}
-		e := &nixmoxv1.RolloutEvent{RolloutId: req.GetRolloutId(), Time: timestamppb.New(at), Step: r.ID, State: stateOf(rollout.State(r.State)), Message: r.Error}
+		e := &nixmoxv1.RolloutEvent{RolloutId: req.GetRolloutId(), Time: timestamppb.New(at), Step: r.ID, State: stateOf(rollout.State(r.State)), Message: r.Error,
+			Needs: r.Needs, RootStep: r.Root}
 		if err := stream.Send(&nixmoxv1.LogsResponse{Event: e}); err != nil {
 			return err
 		}

@@ -335,7 +335,8 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 		OnEvent: func(e rollout.Event) {
 			c.Metrics.stepEvent(e.Step, e.State, time.Now())
 			log.Info("step", "step", e.Step, "state", e.State, "cause", e.Cause)
-			emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Step: e.Step, State: stateOf(e.State), Message: e.Cause})
+			emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Step: e.Step, State: stateOf(e.State), Message: e.Cause,
+				Needs: e.Needs, RootStep: e.Root})
 		},
 	}
 	res, err := rollout.Execute(ctx, steps, func(ctx context.Context, st rollout.Step, attempt int) error {
@@ -353,16 +354,26 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 	return res.OK && err == nil, err
 }
 
-// summarize counts the steps' states: "3 succeeded, 2 unchanged, 1 failed".
+// summarize counts the steps' states and names the failed ones: "3
+// succeeded, 2 unchanged, 1 failed (nix:core:dns), 9 held".
 func summarize(res rollout.Result) string {
 	counts := map[rollout.State]int{}
-	for _, st := range res.States {
+	var failed []string
+	for id, st := range res.States {
 		counts[st]++
+		if st == rollout.Failed {
+			failed = append(failed, id)
+		}
 	}
+	slices.Sort(failed)
 	var parts []string
 	for _, st := range []rollout.State{rollout.Succeeded, rollout.Skipped, rollout.Failed, rollout.Held} {
 		if n := counts[st]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, api.StepWord(stateOf(st))))
+			part := fmt.Sprintf("%d %s", n, api.StepWord(stateOf(st)))
+			if st == rollout.Failed {
+				part += " (" + strings.Join(failed, ", ") + ")"
+			}
+			parts = append(parts, part)
 		}
 	}
 	return strings.Join(parts, ", ")
@@ -992,7 +1003,7 @@ func nixRun(ctx context.Context, name string, args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s: %w: %s", name, err, nix.BuildStderr(stderr.String()))
 	}
 	return strings.TrimSpace(string(out)), nil
 }

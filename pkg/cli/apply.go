@@ -49,8 +49,13 @@ One rollout runs at a time: while one runs, apply is refused (naming it) unless
 --service S and --on name,@tag (both repeatable) keep the selected services and
 everything they need; @tag selects every service with that tag.
 
+A failed step's error is shown once, on its own line; a step held because of
+it says what it needs ("held: needs nix:core:dns (failed)"). The summary lists
+the failed steps first, then the held ones, then the rest.
+
 With --output json only the final summary is printed: {"rollout", "ok",
-"summary", "steps": [{"id", "state", "cause"}]}.
+"summary", "steps": [{"id", "state", "cause", "needs", "root"}]} — for a held
+step, needs is the step it waited for and root the failed step behind it.
 
 The exit code is 0 only if every selected step succeeded or was unchanged; a
 service its agent rolled back is a failed deploy (1).`,
@@ -142,6 +147,7 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 			}
 			final[id].State = api.StepWord(e.GetState())
 			final[id].Cause = strings.TrimPrefix(e.GetMessage(), id+" failed: ")
+			final[id].Needs, final[id].Root = e.GetNeeds(), e.GetRootStep()
 		}
 		if live != nil {
 			live.event(e)
@@ -155,6 +161,9 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		for _, id := range order {
 			sum.Steps = append(sum.Steps, *final[id])
 		}
+		// Root causes first: the failed steps with their errors, then what
+		// they held, then the rest, each group in the order it happened.
+		slices.SortStableFunc(sum.Steps, func(a, b stepSummary) int { return summaryRank(a.State) - summaryRank(b.State) })
 		if err := writeSummary(out, opts.Output, sum); err != nil {
 			return err
 		}
@@ -167,7 +176,7 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 
 // rolloutSummary is apply's final report; with --output json it is the
 // whole output: {"rollout", "ok", "summary", "steps": [{"id", "state",
-// "cause"}]}.
+// "cause", "needs", "root"}]}, failed steps first, then held ones.
 type rolloutSummary struct {
 	Rollout string        `json:"rollout"`
 	OK      bool          `json:"ok"`
@@ -175,10 +184,27 @@ type rolloutSummary struct {
 	Steps   []stepSummary `json:"steps"`
 }
 
+// stepSummary is how one step ended. A held step's Needs is the step it
+// waited for that did not succeed and Root the failed step behind it; its
+// Cause says so in words, and the error itself is only on the failed
+// step.
 type stepSummary struct {
 	ID    string `json:"id"`
 	State string `json:"state"`
 	Cause string `json:"cause,omitempty"`
+	Needs string `json:"needs,omitempty"`
+	Root  string `json:"root,omitempty"`
+}
+
+// summaryRank orders the summary: failed, then held, then the rest.
+func summaryRank(state string) int {
+	switch state {
+	case api.StepWord(nixmoxv1.StepState_STEP_STATE_FAILED):
+		return 0
+	case api.StepWord(nixmoxv1.StepState_STEP_STATE_HELD):
+		return 1
+	}
+	return 2
 }
 
 func writeSummary(out io.Writer, format string, sum rolloutSummary) error {

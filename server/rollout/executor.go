@@ -93,17 +93,31 @@ type Event struct {
 	Step    string
 	State   State
 	Attempt int
-	// Cause says why a step failed or was held, naming the root cause.
+	// Cause says why a step failed (its error) or was held (what it needs,
+	// once: "needs nix:core:dns (failed)"); a failure's error is never
+	// repeated on the steps held because of it.
 	Cause string
+	// Needs is, for a held step, the step it needs that did not succeed
+	// ("" when the rollout stopped before it could start).
+	Needs string
+	// Root is, for a held step, the failed step at the root of it.
+	Root string
 }
 
 // Result is how a rollout ended.
 type Result struct {
 	States map[string]State
 	Causes map[string]string
+	// Holds are, for each held step, what it needs and the failed step at
+	// the root.
+	Holds map[string]Hold
 	// OK is set when every step succeeded or was skipped.
 	OK bool
 }
+
+// Hold is why a step was held: the step it needs that did not succeed,
+// and the failed step at the root ("" Needs: the rollout stopped).
+type Hold struct{ Needs, Root string }
 
 // TransientError marks an error worth retrying.
 type TransientError struct{ Err error }
@@ -169,7 +183,7 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 		}
 		waiting[i] = len(s.Needs)
 	}
-	res := Result{States: make(map[string]State, len(steps)), Causes: map[string]string{}}
+	res := Result{States: make(map[string]State, len(steps)), Causes: map[string]string{}, Holds: map[string]Hold{}}
 	state := make([]State, len(steps))
 	for i, s := range steps {
 		state[i] = Pending
@@ -179,6 +193,9 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 		res.States[e.Step] = e.State
 		if e.Cause != "" {
 			res.Causes[e.Step] = e.Cause
+		}
+		if e.State == Held {
+			res.Holds[e.Step] = Hold{Needs: e.Needs, Root: e.Root}
 		}
 		if opts.OnEvent != nil {
 			opts.OnEvent(e)
@@ -192,8 +209,8 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 	var events []Event
 	var storeErr error
 	started := make([]time.Time, len(steps)) // when each step began running
-	note := func(i int, st State, attempts int, fp, cause string) {
-		rec := store.StepRecord{ID: steps[i].ID, State: string(st), Attempts: attempts, Error: cause}
+	note := func(i int, st State, attempts int, fp, cause string, h Hold) {
+		rec := store.StepRecord{ID: steps[i].ID, State: string(st), Attempts: attempts, Error: cause, Needs: h.Needs, Root: h.Root}
 		if st == Succeeded || st == Skipped {
 			rec.Fingerprint = fp
 		}
@@ -205,7 +222,7 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 			rec.Started, rec.Finished = started[i], opts.Now()
 		}
 		batch = append(batch, rec)
-		events = append(events, Event{Step: steps[i].ID, State: st, Attempt: attempts, Cause: cause})
+		events = append(events, Event{Step: steps[i].ID, State: st, Attempt: attempts, Cause: cause, Needs: h.Needs, Root: h.Root})
 	}
 	flush := func() bool {
 		if len(batch) == 0 || storeErr != nil {
@@ -230,10 +247,10 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 	}
 	done := make(chan outcome)
 	running, halted := 0, ""
-	haltCause := ""
 
 	// hold marks everything that transitively needs i as held, each naming
-	// what it needs directly and the root cause.
+	// what it needs directly and, when that is held too, the failed step at
+	// the root — never the root's error, which its own line carries.
 	var hold func(i int, root string)
 	hold = func(i int, root string) {
 		for _, u := range users[i] {
@@ -241,14 +258,18 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 				continue
 			}
 			state[u] = Held
-			note(u, Held, 0, "", fmt.Sprintf("held: needs %s; %s", steps[i].ID, root))
+			cause := fmt.Sprintf("needs %s (failed)", steps[i].ID)
+			if steps[i].ID != root {
+				cause = fmt.Sprintf("needs %s (held; %s failed)", steps[i].ID, root)
+			}
+			note(u, Held, 0, "", cause, Hold{Needs: steps[i].ID, Root: root})
 			hold(u, root)
 		}
 	}
-	fail := func(i int, cause string) {
-		hold(i, cause)
+	fail := func(i int) {
+		hold(i, steps[i].ID)
 		if (steps[i].Halt || opts.FailFast) && halted == "" {
-			halted, haltCause = steps[i].ID, cause
+			halted = steps[i].ID
 		}
 	}
 	finish := func(o outcome) {
@@ -256,7 +277,7 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 		i := o.idx
 		state[i] = o.state
 		if o.err == nil {
-			note(i, Succeeded, o.attempts, o.fp, "")
+			note(i, Succeeded, o.attempts, o.fp, "", Hold{})
 			ready = release(i, users, waiting, ready, state)
 			return
 		}
@@ -264,8 +285,8 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 		if o.attempts > 1 {
 			cause += fmt.Sprintf(" (after %d attempts)", o.attempts)
 		}
-		note(i, Failed, o.attempts, "", cause)
-		fail(i, cause)
+		note(i, Failed, o.attempts, "", cause, Hold{})
+		fail(i)
 	}
 
 	type start struct {
@@ -286,8 +307,8 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 				if fp, err = opts.Fingerprint(steps[i]); err != nil {
 					state[i] = Failed
 					c := fmt.Sprintf("%s failed: computing its inputs: %v", steps[i].ID, err)
-					note(i, Failed, 0, "", c)
-					fail(i, c)
+					note(i, Failed, 0, "", c, Hold{})
+					fail(i)
 					continue
 				}
 				if !opts.Force && fp != "" {
@@ -298,14 +319,14 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 					}
 					if last == fp {
 						state[i] = Skipped
-						note(i, Skipped, 0, fp, "")
+						note(i, Skipped, 0, fp, "", Hold{})
 						ready = release(i, users, waiting, ready, state)
 						continue
 					}
 				}
 			}
 			state[i] = Running
-			note(i, Running, 1, "", "")
+			note(i, Running, 1, "", "", Hold{})
 			starts = append(starts, start{i, fp})
 		}
 		// The transitions are written before the work starts.
@@ -349,11 +370,11 @@ func Execute(ctx context.Context, steps []Step, run RunFunc, opts Options) (Resu
 	for i := range steps {
 		if state[i] == Pending {
 			state[i] = Held
-			c := "held: the rollout stopped"
+			c := "the rollout stopped before it could start"
 			if halted != "" {
-				c = "held: the rollout stopped: " + haltCause
+				c = fmt.Sprintf("the rollout stopped after %s failed", halted)
 			}
-			note(i, Held, 0, "", c)
+			note(i, Held, 0, "", c, Hold{Root: halted})
 		}
 	}
 	flush()

@@ -149,13 +149,27 @@ func TestFailureHoldsDependentsOnly(t *testing.T) {
 	if res.OK {
 		t.Error("OK despite a failure")
 	}
-	if got := res.Causes["web"]; got != "held: needs app; db failed: liveness `pg_isready` exited 2" {
+	// The root's error is on the root's line only; each held step names
+	// what it needs, and the failed step behind a held one.
+	if got := res.Causes["db"]; got != "db failed: liveness `pg_isready` exited 2" {
+		t.Errorf("db's cause: %q", got)
+	}
+	if got := res.Causes["app"]; got != "needs db (failed)" {
+		t.Errorf("app's cause: %q", got)
+	}
+	if got := res.Causes["web"]; got != "needs app (held; db failed)" {
 		t.Errorf("web's cause: %q", got)
+	}
+	if got, want := res.Holds["web"], (rollout.Hold{Needs: "app", Root: "db"}); got != want {
+		t.Errorf("web's hold: %+v, want %+v", got, want)
 	}
 	// The store agrees.
 	recs, _ := s.Steps("r1")
 	if recs["web"].State != "held" || recs["db"].State != "failed" || recs["other"].State != "succeeded" {
 		t.Errorf("stored %+v", recs)
+	}
+	if recs["web"].Needs != "app" || recs["web"].Root != "db" || recs["app"].Needs != "db" || recs["app"].Root != "db" {
+		t.Errorf("stored holds: web %+v, app %+v", recs["web"], recs["app"])
 	}
 }
 
@@ -185,8 +199,11 @@ func TestHaltAndFailFast(t *testing.T) {
 			if strings.Join(ran, ",") != "core" || res.States["indep"] != rollout.Held {
 				t.Fatalf("ran %v, states %v", ran, res.States)
 			}
-			if !strings.Contains(res.Causes["indep"], "the rollout stopped: core failed: boom") {
-				t.Errorf("cause %q", res.Causes["indep"])
+			if got := res.Causes["indep"]; got != "the rollout stopped after core failed" {
+				t.Errorf("cause %q", got)
+			}
+			if got := res.Holds["indep"]; got != (rollout.Hold{Root: "core"}) {
+				t.Errorf("hold %+v", got)
 			}
 		})
 	}

@@ -279,13 +279,17 @@ func NewRolloutID(now time.Time) string {
 
 // StepRecord is the state of one step of a rollout, with its attempts.
 type StepRecord struct {
-	ID          string    `json:"id"`
-	State       string    `json:"state"`
-	Attempts    int       `json:"attempts"`
-	Started     time.Time `json:"started,omitzero"`
-	Finished    time.Time `json:"finished,omitzero"`
-	Error       string    `json:"error,omitempty"`
-	Fingerprint string    `json:"fingerprint,omitempty"`
+	ID       string    `json:"id"`
+	State    string    `json:"state"`
+	Attempts int       `json:"attempts"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	Error    string    `json:"error,omitempty"`
+	// Needs and Root are, for a held step, the step it needs that did not
+	// succeed and the failed step at the root (rollout.Hold).
+	Needs       string `json:"needs,omitempty"`
+	Root        string `json:"root,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // PutStep records a step's state in a rollout. When the step succeeded (or

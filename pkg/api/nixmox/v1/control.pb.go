@@ -422,7 +422,13 @@ type RolloutEvent struct {
 	// done is set on the rollout's last event.
 	Done bool `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
 	// ok is meaningful with done: every selected step succeeded.
-	Ok            bool `protobuf:"varint,7,opt,name=ok,proto3" json:"ok,omitempty"`
+	Ok bool `protobuf:"varint,7,opt,name=ok,proto3" json:"ok,omitempty"`
+	// needs is, for a held step, the step it needs that did not succeed
+	// (empty when the rollout stopped before it could start).
+	Needs string `protobuf:"bytes,8,opt,name=needs,proto3" json:"needs,omitempty"`
+	// root_step is, for a held step, the failed step at the root of it; its
+	// own event carries the error, which held steps never repeat.
+	RootStep      string `protobuf:"bytes,9,opt,name=root_step,json=rootStep,proto3" json:"root_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +510,20 @@ func (x *RolloutEvent) GetOk() bool {
 		return x.Ok
 	}
 	return false
+}
+
+func (x *RolloutEvent) GetNeeds() string {
+	if x != nil {
+		return x.Needs
+	}
+	return ""
+}
+
+func (x *RolloutEvent) GetRootStep() string {
+	if x != nil {
+		return x.RootStep
+	}
+	return ""
 }
 
 // PlanRequest asks for a manifest's plan against the stored state.
@@ -1548,7 +1568,7 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"noRollback\x12\x12\n" +
 	"\x04wait\x18\t \x01(\bR\x04wait\">\n" +
 	"\rApplyResponse\x12-\n" +
-	"\x05event\x18\x01 \x01(\v2\x17.nixmox.v1.RolloutEventR\x05event\"\xdb\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x17.nixmox.v1.RolloutEventR\x05event\"\x8e\x02\n" +
 	"\fRolloutEvent\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12.\n" +
@@ -1557,7 +1577,9 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\x0e2\x14.nixmox.v1.StepStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x12\n" +
 	"\x04done\x18\x06 \x01(\bR\x04done\x12\x0e\n" +
-	"\x02ok\x18\a \x01(\bR\x02ok\"f\n" +
+	"\x02ok\x18\a \x01(\bR\x02ok\x12\x14\n" +
+	"\x05needs\x18\b \x01(\tR\x05needs\x12\x1b\n" +
+	"\troot_step\x18\t \x01(\tR\brootStep\"f\n" +
 	"\vPlanRequest\x12#\n" +
 	"\rmanifest_json\x18\x01 \x01(\fR\fmanifestJson\x122\n" +
 	"\tselection\x18\x02 \x01(\v2\x14.nixmox.v1.SelectionR\tselection\"<\n" +
