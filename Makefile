@@ -3,9 +3,13 @@ GO        ?= go
 FUZZTIME  ?= 30s
 BENCHTIME ?= 3x
 
-# Commands the tests need, and the Debian packages that provide them.
-# terraform is not a Debian package: it must already be on PATH (it is on the
-# project's machines); the tests that need it say so when it is missing.
+# Commands the tests need, and the Debian packages that provide them;
+# scripts/install-deps installs the missing ones and then checks what they
+# must be able to do (Nix builds as root, initdb makes a cluster, the daemons
+# and Chromium run), fixing what it can (nix-setup-systemd for Nix's build
+# users). terraform is not a Debian package: it must already be on PATH (it
+# is on the project's machines); without it install-deps warns, and fails
+# under CI=true.
 TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkconf=unbound \
 	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
 	/usr/lib/postgresql/15/bin/initdb=postgresql-15 psql=postgresql-client-15 \
