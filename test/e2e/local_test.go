@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +52,8 @@ type homelab struct {
 	state    string // the server's state directory
 	data     string // the local provider's data directory
 	socket   string
+	agents   string // the server's agent listener, gateway:port
+	cache    string // its binary cache, gateway:port
 	manifest string
 	srv      *proc
 	serve    func() *proc
@@ -78,8 +82,10 @@ func newHomelab(t testing.TB) *homelab {
 	h.data = data
 	h.socket = filepath.Join(t.TempDir(), "control.sock")
 	// The same ports across server restarts, as a real server's: agents
-	// keep the address they were started with.
-	agents, cache := freePort(t), freePort(t)
+	// keep the address they were started with. Like make demo, the server
+	// listens on the bridge's gateway only, bound before the bridge exists.
+	agents, cache := gatewayPort(t), gatewayPort(t)
+	h.agents, h.cache = agents, cache
 	h.serve = func() *proc {
 		p := run(t, "nixmox-server", "serve", "--state-dir", h.state, "--listen", agents, "--cache-listen", cache,
 			"--socket", h.socket, "--provider", "local", "--local-bridge", e2eBridge, "--local-netns-prefix", e2eNetns,
@@ -101,6 +107,12 @@ func freePort(t testing.TB) string {
 	}
 	defer lis.Close()
 	return lis.Addr().String()
+}
+
+// gatewayPort is the homelab's gateway with a port free now.
+func gatewayPort(t testing.TB) string {
+	_, port, _ := net.SplitHostPort(freePort(t))
+	return net.JoinHostPort(e2eNet+".1", port)
 }
 
 // down removes everything and checks that nothing is left.
@@ -161,6 +173,8 @@ type applyResult struct {
 		ID    string `json:"id"`
 		State string `json:"state"`
 		Cause string `json:"cause"`
+		Needs string `json:"needs"`
+		Root  string `json:"root"`
 	} `json:"steps"`
 }
 
@@ -287,6 +301,38 @@ func TestLocalHomelab(t *testing.T) {
 		}
 	})
 
+	t.Run("the server listens on the gateway only", func(t *testing.T) {
+		out, err := exec.Command("ss", "-ltnH").Output()
+		if err != nil {
+			t.Fatalf("ss -ltnH: %v", err)
+		}
+		for _, addr := range []string{h.agents, h.cache} {
+			_, port, _ := net.SplitHostPort(addr)
+			var local []string
+			for _, line := range strings.Split(string(out), "\n") {
+				// State Recv-Q Send-Q Local:Port Peer:Port
+				if f := strings.Fields(line); len(f) >= 4 && strings.HasSuffix(f[3], ":"+port) {
+					local = append(local, f[3])
+				}
+			}
+			if len(local) != 1 || local[0] != addr {
+				t.Errorf("listening on port %s: %q, want only %s\n%s", port, local, addr, out)
+			}
+		}
+		// The cache answers what Nix asks for by name, and lists nothing.
+		for path, want := range map[string]int{"/": 404, "/nar/": 404, "/nix-cache-info": 200} {
+			resp, err := http.Get("http://" + h.cache + path)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("GET http://%s%s: %d %q, want %d", h.cache, path, resp.StatusCode, body, want)
+			}
+		}
+	})
+
 	t.Run("outputs and secrets", func(t *testing.T) {
 		// The title is web's Terraform output; the token its sensitive one,
 		// which only web's agent received.
@@ -377,14 +423,23 @@ func TestLocalHomelab(t *testing.T) {
 		if st["verify:web"] != "failed" || st["nix:service-config:monitoring"] != "held" || st["verify:wiki"] != "unchanged" {
 			t.Errorf("states: %v", st)
 		}
-		cause := ""
+		// The failed check is named once, on verify:web; monitoring says
+		// what it waits for.
+		var webCause string
+		var held struct{ cause, needs, root string }
 		for _, s := range r.Steps {
-			if s.ID == "nix:service-config:monitoring" {
-				cause = s.Cause
+			switch s.ID {
+			case "verify:web":
+				webCause = s.Cause
+			case "nix:service-config:monitoring":
+				held.cause, held.needs, held.root = s.Cause, s.Needs, s.Root
 			}
 		}
-		if !strings.Contains(cause, "web") || !strings.Contains(cause, "unhealthy") {
-			t.Errorf("monitoring held with cause %q, want web's failed check named", cause)
+		if !strings.Contains(webCause, "web") || !strings.Contains(webCause, "unhealthy") {
+			t.Errorf("verify:web failed with cause %q, want web's failed check named", webCause)
+		}
+		if held.cause != "needs verify:web (failed)" || held.needs != "verify:web" || held.root != "verify:web" {
+			t.Errorf("monitoring held with %+v, want it to need verify:web (failed)", held)
 		}
 		// Back on the previous generation, and healthy there.
 		if page := h.webPage(); !strings.Contains(page, "Changed by nixmox") {

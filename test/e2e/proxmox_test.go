@@ -35,10 +35,18 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 		}
 	}
 	socket := filepath.Join(dir, "control.sock")
-	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket,
-		"--provider", "proxmox", "--proxmox-url", api.URL+"/api2/json", "--proxmox-ca-file", ca,
+	args := []string{"serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket,
+		"--provider", "proxmox", "--proxmox-url", api.URL + "/api2/json", "--proxmox-ca-file", ca,
 		"--proxmox-token-id", "root@pam!nixmox", "--proxmox-token-file", token, "--proxmox-node", "pve1",
-		"--proxmox-template", "local:vztmpl/nixos.tar.xz", "--proxmox-pct", pct)
+		"--proxmox-template", "local:vztmpl/nixos.tar.xz", "--proxmox-pct", pct}
+	// Without the template on the node the server refuses to start, and
+	// says which template and where.
+	out, err := exec.Command(filepath.Join(bin, "nixmox-server"), args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), `the template local:vztmpl/nixos.tar.xz is not in storage "local" on node "pve1"`) {
+		t.Fatalf("serve without the template: %v, want exit 1 naming it:\n%s", err, out)
+	}
+	fake.AddTemplate("local:vztmpl/nixos.tar.xz")
+	srv := run(t, "nixmox-server", args...)
 	srv.await(t, 0, `serving: agents=`)
 	m := filepath.Join(dir, "m.json")
 	write := func(memory string) {
