@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -13,10 +10,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/pki"
+	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -37,41 +34,8 @@ type AgentAPI struct {
 	Now func() time.Time
 	// Metrics, if set, counts the agents' check latencies.
 	Metrics *Metrics
-
-	mu      sync.Mutex
-	streams map[string]*agentStream
-	waiters map[string][]chan struct{}
-	subs    map[string][]chan *nixmoxv1.StageReport
-}
-
-// Subscribe delivers the service's stage reports from now on, until cancel
-// is called. Reports are dropped for a subscriber that falls 64 behind.
-func (a *AgentAPI) Subscribe(svc string) (reports <-chan *nixmoxv1.StageReport, cancel func()) {
-	ch := make(chan *nixmoxv1.StageReport, 64)
-	a.mu.Lock()
-	if a.subs == nil {
-		a.subs = map[string][]chan *nixmoxv1.StageReport{}
-	}
-	a.subs[svc] = append(a.subs[svc], ch)
-	a.mu.Unlock()
-	return ch, func() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		subs := a.subs[svc]
-		for i, c := range subs {
-			if c == ch {
-				a.subs[svc] = append(subs[:i:i], subs[i+1:]...)
-				break
-			}
-		}
-	}
-}
-
-type agentStream struct {
-	send   chan *nixmoxv1.ConnectResponse
-	hello  *nixmoxv1.Hello
-	closed chan struct{}
-	local  net.Addr // the server's address the agent reached
+	// Hub is where the agents' streams and reports go; required.
+	Hub *agents.Hub
 }
 
 func (a *AgentAPI) now() time.Time {
@@ -144,17 +108,17 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 		return status.Error(codes.InvalidArgument, "the first message must be hello")
 	}
 	log := a.Log.With("service", svc)
-	st := &agentStream{send: make(chan *nixmoxv1.ConnectResponse, 16), hello: hello, closed: make(chan struct{})}
+	var local net.Addr
 	if p, ok := peer.FromContext(stream.Context()); ok {
-		st.local = p.LocalAddr
+		local = p.LocalAddr
 	}
-	a.register(svc, st)
+	st := a.Hub.Attach(svc, hello, local)
 	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
 	if fg := hello.GetFailedGeneration(); fg != 0 {
 		// Reports sent while the stream was down are lost: the hello tells
 		// whoever waits for that generation how it ended.
-		a.publish(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure()})
-		a.publish(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect"})
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure()})
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect"})
 	}
 	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
 		// What the agent's monitor saw while it was away is its health now.
@@ -180,7 +144,7 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 loop:
 	for {
 		select {
-		case m := <-st.send:
+		case m := <-st.Outgoing():
 			if sendErr = stream.Send(m); sendErr != nil {
 				reason = sendErr
 				break loop
@@ -191,14 +155,14 @@ loop:
 		case <-stream.Context().Done():
 			reason = context.Cause(stream.Context())
 			break loop
-		case <-st.closed:
+		case <-st.Replaced():
 			reason = "replaced by a newer stream"
 			break loop
 		}
 	}
 	// Unregistered before it is logged: whoever reads the log line and
 	// then asks for the status sees the agent disconnected.
-	a.unregister(svc, st)
+	a.Hub.Detach(svc, st)
 	log.Info("agent disconnected", "reason", reason)
 	return sendErr
 }
@@ -225,121 +189,6 @@ func (a *AgentAPI) record(svc string, msg *nixmoxv1.ConnectRequest) {
 				a.Log.Error("recording health", "service", svc, "error", err)
 			}
 		}
-		a.mu.Lock()
-		if st := a.streams[svc]; st != nil && m.Stage.GetStage() == nixmoxv1.Stage_STAGE_CONFIRMED {
-			// The hello is the agent's state as the server knows it.
-			hello := proto.Clone(st.hello).(*nixmoxv1.Hello)
-			hello.ActiveGeneration, hello.Applying, hello.ApplyingHealthy = m.Stage.GetGeneration(), 0, false
-			st.hello = hello
-		}
-		a.mu.Unlock()
-		a.publish(svc, m.Stage)
-	}
-}
-
-// publish hands a stage report to the service's subscribers.
-func (a *AgentAPI) publish(svc string, r *nixmoxv1.StageReport) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, ch := range a.subs[svc] {
-		select {
-		case ch <- r:
-		default:
-		}
-	}
-}
-
-func (a *AgentAPI) register(svc string, st *agentStream) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.streams == nil {
-		a.streams = map[string]*agentStream{}
-	}
-	if old := a.streams[svc]; old != nil {
-		close(old.closed) // a reconnect replaces the old stream
-	}
-	a.streams[svc] = st
-	for _, w := range a.waiters[svc] {
-		close(w)
-	}
-	delete(a.waiters, svc)
-}
-
-func (a *AgentAPI) unregister(svc string, st *agentStream) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.streams[svc] == st {
-		delete(a.streams, svc)
-	}
-}
-
-// Hello returns the hello of the service's open stream, if any.
-func (a *AgentAPI) Hello(svc string) (*nixmoxv1.Hello, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if st := a.streams[svc]; st != nil {
-		return st.hello, true
-	}
-	return nil, false
-}
-
-// ReachedAt is the server address the service's connected agent reached
-// it at, nil if it is not connected.
-func (a *AgentAPI) ReachedAt(svc string) net.Addr {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if st := a.streams[svc]; st != nil {
-		return st.local
-	}
-	return nil
-}
-
-// Connected reports whether the service's agent has a stream open.
-func (a *AgentAPI) Connected(svc string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.streams[svc] != nil
-}
-
-// WaitConnected returns once the service's agent is connected, or when ctx
-// ends.
-func (a *AgentAPI) WaitConnected(ctx context.Context, svc string) error {
-	a.mu.Lock()
-	if a.streams[svc] != nil {
-		a.mu.Unlock()
-		return nil
-	}
-	if a.waiters == nil {
-		a.waiters = map[string][]chan struct{}{}
-	}
-	w := make(chan struct{})
-	a.waiters[svc] = append(a.waiters[svc], w)
-	a.mu.Unlock()
-	select {
-	case <-w:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// ErrNotConnected is returned by Send when the service has no agent stream.
-var ErrNotConnected = errors.New("the service's agent is not connected")
-
-// Send queues a message for the service's agent only.
-func (a *AgentAPI) Send(ctx context.Context, svc string, msg *nixmoxv1.ConnectResponse) error {
-	a.mu.Lock()
-	st := a.streams[svc]
-	a.mu.Unlock()
-	if st == nil {
-		return fmt.Errorf("%s: %w", svc, ErrNotConnected)
-	}
-	select {
-	case st.send <- msg:
-		return nil
-	case <-st.closed:
-		return fmt.Errorf("%s: %w", svc, ErrNotConnected)
-	case <-ctx.Done():
-		return ctx.Err()
+		a.Hub.Report(svc, m.Stage)
 	}
 }

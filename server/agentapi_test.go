@@ -18,6 +18,7 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server"
+	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -57,7 +58,7 @@ func start(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := &server.AgentAPI{Store: st, CA: ca, Log: hclog.NewNullLogger()}
+	api := &server.AgentAPI{Store: st, CA: ca, Log: hclog.NewNullLogger(), Hub: &agents.Hub{}}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	nixmoxv1.RegisterAgentServiceServer(srv, api)
 	go srv.Serve(lis)
@@ -153,14 +154,14 @@ func TestAgentsAreTheirCertificates(t *testing.T) {
 		return s
 	}
 	dns := connect(dnsCert)
-	if err := f.api.WaitConnected(ctx(t), "dns"); err != nil {
+	if err := f.api.Hub.WaitConnected(ctx(t), "dns"); err != nil {
 		t.Fatal(err)
 	}
-	if f.api.Connected("web") {
+	if f.api.Hub.Connected("web") {
 		t.Fatal("web connected before its agent did")
 	}
 	web := connect(webCert)
-	if err := f.api.WaitConnected(ctx(t), "web"); err != nil {
+	if err := f.api.Hub.WaitConnected(ctx(t), "web"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -168,10 +169,10 @@ func TestAgentsAreTheirCertificates(t *testing.T) {
 	secret := func(v string) *nixmoxv1.ConnectResponse {
 		return &nixmoxv1.ConnectResponse{Message: &nixmoxv1.ConnectResponse_Secrets{Secrets: &nixmoxv1.Secrets{Values: map[string][]byte{"k": []byte(v)}}}}
 	}
-	if err := f.api.Send(ctx(t), "web", secret("for-web")); err != nil {
+	if err := f.api.Hub.Send(ctx(t), "web", secret("for-web")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.api.Send(ctx(t), "dns", secret("for-dns")); err != nil {
+	if err := f.api.Hub.Send(ctx(t), "dns", secret("for-dns")); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := dns.Recv(); err != nil || string(m.GetSecrets().GetValues()["k"]) != "for-dns" {

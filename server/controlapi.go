@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -17,6 +18,8 @@ import (
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/pki"
+	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/rollout"
 	"github.com/nixmox/nixmox/server/store"
 )
@@ -27,7 +30,8 @@ type ControlAPI struct {
 	nixmoxv1.UnimplementedControlServiceServer
 
 	Store      *store.Store
-	Agents     *AgentAPI
+	Agents     *agents.Hub
+	CA         *pki.CA
 	Controller *Controller
 	Now        func() time.Time
 
@@ -101,7 +105,7 @@ func (c *ControlAPI) IssueToken(ctx context.Context, req *nixmoxv1.IssueTokenReq
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &nixmoxv1.IssueTokenResponse{Token: token, CaPem: c.Agents.CA.PEM}, nil
+	return &nixmoxv1.IssueTokenResponse{Token: token, CaPem: c.CA.PEM}, nil
 }
 
 // Status reports every enrolled agent's service: connected or not, and its
@@ -140,7 +144,7 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 				}
 			}
 		}
-		if hello, ok := c.Agents.Hello(name); ok {
+		if hello, ok := c.Agents.State(name); ok {
 			// What the connected agent says beats what the server inferred.
 			st.Generation = hello.GetActiveGeneration()
 			st.Health = hello.GetHealth()
@@ -317,6 +321,16 @@ func issueToken(st *store.Store, service string, ttl time.Duration, who string, 
 		return "", err
 	}
 	return token, nil
+}
+
+// enrollFile issues a one-time token for a new container's agent, on the
+// provider's behalf, and returns its enroll file (the token and the CA).
+func enrollFile(st *store.Store, ca *pki.CA, service string) ([]byte, error) {
+	token, err := issueToken(st, service, time.Hour, "provider", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]string{"token": token, "ca_pem": string(ca.PEM)})
 }
 
 // Outputs lists stored Terraform outputs; a sensitive one is named and

@@ -21,8 +21,10 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
+	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/proxmox"
 	"github.com/nixmox/nixmox/server/seal"
+	"github.com/nixmox/nixmox/server/steps"
 	"github.com/nixmox/nixmox/server/store"
 	"github.com/nixmox/nixmox/server/terraform"
 )
@@ -108,14 +110,15 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	agents := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents")}
+	hub := &agents.Hub{}
+	agentAPI := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents"), Hub: hub}
 	agentSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		GetCertificate: certs.get,
 		ClientAuth:     tls.VerifyClientCertIfGiven, // Enroll has none yet; Connect requires one
 		ClientCAs:      ca.Pool(),
 		MinVersion:     tls.VersionTLS13,
 	})))
-	nixmoxv1.RegisterAgentServiceServer(agentSrv, agents)
+	nixmoxv1.RegisterAgentServiceServer(agentSrv, agentAPI)
 	controlSrv := grpc.NewServer()
 	cacheKey, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(cfg.StateDir, "cache-key"), "nixmox")
 	if err != nil {
@@ -125,12 +128,23 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("the secrets key: %w", err)
 	}
-	controller := &Controller{Store: st, Agents: agents, Log: log.Named("rollout"),
-		CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey,
-		WorkDir: filepath.Join(cfg.StateDir, "work"), Secrets: secrets, ConfirmTimeout: cfg.ConfirmTimeout,
-		Terraform: &terraform.Runner{Binary: cfg.Terraform, Backend: cfg.TerraformBackend,
-			PluginCacheDir: filepath.Join(cfg.StateDir, "work", "plugins")}}
-	control := &ControlAPI{Store: st, Agents: agents, Controller: controller}
+	work := filepath.Join(cfg.StateDir, "work")
+	tf := &steps.Terraform{Store: st, Secrets: secrets, WorkDir: work,
+		Applier: &terraform.Runner{Binary: cfg.Terraform, Backend: cfg.TerraformBackend, PluginCacheDir: filepath.Join(work, "plugins")}}
+	build := &steps.Build{Store: st, Secrets: secrets, CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey}
+	deliver := &steps.Deliver{Store: st, Agents: hub, ConfirmTimeout: cfg.ConfirmTimeout,
+		CacheDir: build.CacheDir, CachePublicKey: cacheKey.Public}
+	runners := &steps.Set{
+		Containers: &steps.Containers{Terraform: tf, Enroll: func(_ context.Context, service string) ([]byte, error) {
+			return enrollFile(st, ca, service)
+		}},
+		Terraform: tf,
+		Deploy:    &steps.Deploy{Build: build, Deliver: deliver},
+		Verify:    &steps.Verify{Store: st, Agents: hub, Build: build, Deliver: deliver, Log: log.Named("rollout")},
+		Exec:      &steps.Exec{},
+	}
+	controller := &Controller{Store: st, Log: log.Named("rollout"), Steps: runners, WorkDir: work}
+	control := &ControlAPI{Store: st, Agents: hub, CA: ca, Controller: controller}
 	nixmoxv1.RegisterControlServiceServer(controlSrv, control)
 	metrics := NewMetrics(func(ctx context.Context) ([]*nixmoxv1.ServiceStatus, error) {
 		resp, err := control.Status(ctx, &nixmoxv1.StatusRequest{})
@@ -139,7 +153,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		holder, _ := st.LockHolder()
 		return holder != ""
 	})
-	agents.Metrics, controller.Metrics = metrics, metrics
+	agentAPI.Metrics, controller.Metrics = metrics, metrics
 
 	agentLis, err := listenTCP(cfg.AgentListen)
 	if err != nil {
@@ -152,7 +166,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		agentLis.Close()
 		return err
 	}
-	controller.Provider = prov
+	runners.Containers.Provider = prov
 	// A socket another live server answers on is its, not a stale file.
 	if conn, err := net.DialTimeout("unix", cfg.ControlSocket, time.Second); err == nil {
 		conn.Close()
@@ -187,16 +201,16 @@ func Serve(ctx context.Context, cfg Config) error {
 		_, port, _ := net.SplitHostPort(cacheLis.Addr().String())
 		switch lhost, _, _ := net.SplitHostPort(cfg.CacheListen); {
 		case len(cfg.AgentHosts) > 0:
-			controller.CacheURL = "http://" + net.JoinHostPort(cfg.AgentHosts[0], port)
+			deliver.CacheURL = "http://" + net.JoinHostPort(cfg.AgentHosts[0], port)
 		case lhost == "" || net.ParseIP(lhost).IsUnspecified():
 			// Every address: each agent pulls from the one it reached.
-			controller.CachePort = port
+			deliver.CachePort = port
 		default:
-			controller.CacheURL = "http://" + net.JoinHostPort(lhost, port)
+			deliver.CacheURL = "http://" + net.JoinHostPort(lhost, port)
 		}
 		// Read-only, and everything in it is signed: agents trust only the
 		// server's key, so the transport needs no more.
-		cacheSrv := &http.Server{Handler: cacheHandler(controller.CacheDir), ReadHeaderTimeout: 10 * time.Second}
+		cacheSrv := &http.Server{Handler: cacheHandler(build.CacheDir), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- cacheSrv.Serve(cacheLis) }()
 		defer cacheSrv.Close()
 		log.Info("binary cache", "url", "http://"+cacheLis.Addr().String())
@@ -215,7 +229,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			ClientCAs:      ca.Pool(),
 			MinVersion:     tls.VersionTLS13,
 		})))...)
-		nixmoxv1.RegisterControlServiceServer(remoteSrv, &ControlAPI{Store: st, Agents: agents, Controller: controller})
+		nixmoxv1.RegisterControlServiceServer(remoteSrv, &ControlAPI{Store: st, Agents: hub, CA: ca, Controller: controller})
 		go func() { errs <- remoteSrv.Serve(remoteLis) }()
 		log.Info("remote control", "address", remoteLis.Addr().String())
 	}

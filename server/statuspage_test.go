@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/server"
+	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -69,8 +68,7 @@ func populated(tb testing.TB, n int) http.Handler {
 			tb.Fatal(err)
 		}
 	}
-	agents := &server.AgentAPI{Store: st, Log: hclog.NewNullLogger()}
-	control := &server.ControlAPI{Store: st, Agents: agents}
+	control := &server.ControlAPI{Store: st, Agents: &agents.Hub{}}
 	metrics := server.NewMetrics(func(ctx context.Context) ([]*nixmoxv1.ServiceStatus, error) {
 		resp, err := control.Status(ctx, &nixmoxv1.StatusRequest{})
 		return resp.GetServices(), err
