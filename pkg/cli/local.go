@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixmox/nixmox/server/local"
+	"github.com/nixmox/nixmox/internal/localnet"
 )
 
 func newLocalCmd(f *Factory) *cobra.Command {
@@ -26,8 +26,8 @@ server runs or not; the server itself is not stopped. Needs root.`,
 		Example: `  $ sudo nixmox-cli local down --state-dir /var/lib/nixmox`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p := &local.Provider{Dir: filepath.Join(stateDir, "local")}
-			return p.Destroy(cmd.Context(), f.IO.Out)
+			// The provider's own teardown, from its inventory: no server needed.
+			return localnet.State{Dir: filepath.Join(stateDir, "local")}.Down(cmd.Context(), f.IO.Out)
 		},
 	}
 	down.Flags().StringVar(&stateDir, "state-dir", "/var/lib/nixmox", "nixmox-server's state directory")

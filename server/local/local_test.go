@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/localnet"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
@@ -76,7 +77,7 @@ wait
 		t.Fatal(err)
 	}
 	for svc, want := range map[string]string{"a": "10.77.0.10/24", "b": "10.77.0.11/24"} {
-		got, err := addrs(ctx, p.Netns(svc), "eth0")
+		got, err := localnet.Addrs(ctx, p.Netns(svc), "eth0")
 		if err != nil || len(got) != 1 || got[0] != want {
 			t.Errorf("%s: eth0 = %v, %v; want %s", svc, got, err, want)
 		}
@@ -98,7 +99,7 @@ wait
 		t.Fatalf("namespace a cannot reach the gateway: %v %s", err, out)
 	}
 
-	inv, _ := p.load()
+	inv, _ := p.state().Load()
 	pidA := inv.Services["a"].PID
 	log.Reset()
 	if err := p.Ensure(ctx, m, []string{"a", "b"}, true, enroll, &log); err != nil {
@@ -107,7 +108,7 @@ wait
 	if log.Len() != 0 {
 		t.Errorf("a second Ensure did something:\n%s", log.String())
 	}
-	if inv, _ := p.load(); inv.Services["a"].PID != pidA {
+	if inv, _ := p.state().Load(); inv.Services["a"].PID != pidA {
 		t.Errorf("a running agent was started again")
 	}
 
@@ -137,17 +138,17 @@ wait
 	if err := p.Ensure(ctx, m2, []string{"a"}, true, enroll, &log); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := addrs(ctx, p.Netns("a"), "eth0"); len(got) != 1 || got[0] != "10.77.0.20/24" {
+	if got, _ := localnet.Addrs(ctx, p.Netns("a"), "eth0"); len(got) != 1 || got[0] != "10.77.0.20/24" {
 		t.Errorf("a after the move: %v", got)
 	}
-	if netnsExists(p.Netns("b")) {
+	if localnet.NetnsExists(p.Netns("b")) {
 		t.Error("b's namespace survived its removal from the manifest")
 	}
 
 	if err := p.Destroy(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if netnsExists(p.Netns("a")) || linkExists(ctx, "", bridge) {
+	if localnet.NetnsExists(p.Netns("a")) || localnet.LinkExists(ctx, "", bridge) {
 		t.Error("Destroy left a namespace or the bridge")
 	}
 	if agentRunning(pidA, "a", "") {
