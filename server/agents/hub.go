@@ -203,14 +203,15 @@ type Pending struct {
 func (h *Hub) Expect(svc string, gen int64, noRollback bool) {
 	reports, cancel := h.Subscribe(svc)
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.pending == nil {
 		h.pending = map[string]*Pending{}
 	}
-	if old := h.pending[svc]; old != nil {
-		old.Cancel()
-	}
+	old := h.pending[svc]
 	h.pending[svc] = &Pending{Generation: gen, NoRollback: noRollback, Reports: reports, Cancel: cancel}
+	h.mu.Unlock()
+	if old != nil {
+		old.Cancel() // takes h.mu
+	}
 }
 
 // Take returns and forgets the generation expected for the service, nil
