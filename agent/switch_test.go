@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixmox/nixmox/agent"
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/health"
 	"github.com/nixmox/nixmox/pkg/nix"
 )
@@ -20,9 +21,7 @@ import (
 // its label to state.
 func generation(t *testing.T, label, state string) string {
 	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	expr := fmt.Sprintf(`derivation {
   name = "nixmox-test-%s";
   system = builtins.currentSystem;

@@ -10,14 +10,11 @@ import (
 	"testing"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 )
 
 func TestGeneratedCodeIsFresh(t *testing.T) {
-	for _, tool := range []string{"buf", "protoc-gen-go", "protoc-gen-go-grpc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make test installs it with go install)", tool)
-		}
-	}
+	testenv.RequireTool(t, "buf", "protoc-gen-go", "protoc-gen-go-grpc")
 	root := fixtures.Root()
 	out := t.TempDir()
 	cmd := exec.Command("buf", "generate", "--output", out)
@@ -40,9 +37,7 @@ func TestGeneratedCodeIsFresh(t *testing.T) {
 }
 
 func TestLint(t *testing.T) {
-	if _, err := exec.LookPath("buf"); err != nil {
-		t.Skip("needs buf (make test installs it with go install)")
-	}
+	testenv.RequireTool(t, "buf")
 	cmd := exec.Command("buf", "lint")
 	cmd.Dir = fixtures.Root()
 	if msg, err := cmd.CombinedOutput(); err != nil {

@@ -3,11 +3,13 @@ package cli_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/cli"
 )
 
@@ -31,6 +34,9 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs testdata/script/*.txtar: each a command line, the files
 // it reads, and what must appear on stdout and stderr.
+//
+// [have:PROGRAM] is a condition: PROGRAM is on PATH (a missing one fails
+// the script under CI=true).
 //
 // Besides testscript's own commands, `exits N cmd args...` runs cmd and
 // fails unless it exits with status N; its output is then checked with
@@ -47,6 +53,22 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		// [have:PROGRAM] is true when PROGRAM is on PATH; under CI=true a
+		// missing one fails the script instead (testenv's rule), so a
+		// `[!have:nix-build] skip` can never hide a missing install step.
+		Condition: func(cond string) (bool, error) {
+			program, ok := strings.CutPrefix(cond, "have:")
+			if !ok {
+				return false, fmt.Errorf("unknown condition %q", cond)
+			}
+			if _, err := exec.LookPath(program); err != nil {
+				if testenv.InCI() {
+					return false, fmt.Errorf("CI=true, and this script needs %s on PATH: make test must provide it", program)
+				}
+				return false, nil
+			}
+			return true, nil
+		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("EXAMPLES", filepath.Join(root, "examples"))
 			env.Setenv("SHARED", filepath.Join(root, "..", "shared", "manifests"))

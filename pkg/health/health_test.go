@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,12 +113,41 @@ func TestShell(t *testing.T) {
 	if _, err := health.Shell(ctx, "exit 7", time.Minute); err == nil || err.Error() != "exited 7" {
 		t.Errorf("err %v", err)
 	}
-	// The background child holds the output pipe open: Shell returns only
-	// because the whole process group is killed.
-	_, err := health.Shell(ctx, "sleep 60 & sleep 60", 200*time.Millisecond)
-	if err == nil || err.Error() != "timed out after 200ms" {
+	// A check that starts children and outlives its timeout: the children
+	// (which hold the output pipe open, and would live a minute) must die
+	// with it — the whole process group is killed — not be left orphaned.
+	pids := filepath.Join(t.TempDir(), "pids")
+	_, err := health.Shell(ctx, "sleep 60 & echo $! >> "+pids+"; sleep 60 & echo $! >> "+pids+"; wait", 2*time.Second)
+	if err == nil || err.Error() != "timed out after 2s" {
 		t.Errorf("err %v", err)
 	}
+	data, err := os.ReadFile(pids)
+	if err != nil || len(strings.Fields(string(data))) != 2 {
+		t.Fatalf("the check did not start its two children in 2 s: %q %v", data, err)
+	}
+	for _, f := range strings.Fields(string(data)) {
+		pid, _ := strconv.Atoi(f)
+		if !gone(pid) {
+			t.Errorf("child %d of the timed-out check is still running", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// gone waits (up to 10 s, polling its state) for pid to exit; a zombie
+// that nobody reaped yet has exited.
+func gone(pid int) bool {
+	for range 500 {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 func TestVerifyOrder(t *testing.T) {

@@ -11,14 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/nix"
 )
 
 func write(t *testing.T, src string) string {
 	t.Helper()
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Skip("needs nix-instantiate (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-instantiate")
 	f := filepath.Join(t.TempDir(), "m.nix")
 	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
 		t.Fatal(err)

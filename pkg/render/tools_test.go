@@ -21,16 +21,13 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/render"
 )
 
 func need(t *testing.T, programs ...string) {
 	t.Helper()
-	for _, p := range programs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("needs %s (make test installs it)", p)
-		}
-	}
+	testenv.RequireTool(t, programs...)
 }
 
 func run(t *testing.T, dir string, name string, args ...string) string {
@@ -277,7 +274,7 @@ func postgresBin(t *testing.T) string {
 			return dirs[i]
 		}
 	}
-	t.Skip("needs PostgreSQL's initdb (make test installs postgresql)")
+	testenv.Missing(t, "needs PostgreSQL's initdb (/usr/lib/postgresql/*/bin)")
 	return ""
 }
 
@@ -301,7 +298,7 @@ func startPostgres(t *testing.T, bin string) *postgres {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Skip("running as root needs a postgres user to run PostgreSQL as")
+			testenv.Missing(t, "runs PostgreSQL as the postgres user when root, and there is none")
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)

@@ -13,20 +13,15 @@ import (
 	"testing"
 
 	"github.com/nixmox/nixmox/internal/localnet"
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the local provider needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
-	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("needs curl")
-	}
+	testenv.RequireRoot(t, "the local provider needs root (network namespaces)")
+	testenv.RequireTool(t, "ip")
+	testenv.RequireTool(t, "curl")
 }
 
 func testManifest(t *testing.T, services string) *manifest.Manifest {

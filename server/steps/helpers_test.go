@@ -3,11 +3,11 @@ package steps
 import (
 	"context"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/plan"
 	"github.com/nixmox/nixmox/server/provider"
@@ -53,9 +53,7 @@ func step(phase plan.Phase, service string) plan.Step {
 
 func needNix(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 }
 
 // fakeProvider stands in for a container provider: it records what it is

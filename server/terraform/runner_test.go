@@ -5,17 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixmox/nixmox/internal/testenv"
 )
 
 func needTerraform(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("terraform"); err != nil {
-		t.Skip("needs terraform on PATH")
-	}
+	testenv.RequireTool(t, "terraform")
 }
 
 const root = `resource "terraform_data" "site" {

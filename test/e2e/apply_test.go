@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -65,9 +66,7 @@ func read(t *testing.T, path string) string {
 // changes nothing; then a generation of b that fails its health check,
 // which b's agent rolls back, and apply exits 1 naming the cause.
 func TestApplyRollsOutThroughAgents(t *testing.T) {
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
 	// The cache over HTTP on loopback, as agents on other hosts would use it.
@@ -210,9 +209,7 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 // TestSecondApplyIsRefused: while a rollout runs, another apply is refused
 // and names it; the first one then finishes.
 func TestSecondApplyIsRefused(t *testing.T) {
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
 	srv := run(t, "nixmox-server", "serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket)
@@ -280,9 +277,7 @@ func restartable(t *testing.T, dir, socket string) (addr string, serve func() *p
 // what had succeeded, confirms the generation once the agent reports it
 // healthy, and finishes it.
 func TestServerKilledMidRollout(t *testing.T) {
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
 	addr, serve := restartable(t, dir, socket)
@@ -345,9 +340,7 @@ func TestServerKilledMidRollout(t *testing.T) {
 // check, the restarted server resumes the rollout, and in the end it
 // completes with no step run again after it had succeeded.
 func TestServerKilledAtManyPoints(t *testing.T) {
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
 	stateDir := filepath.Join(dir, "server")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 )
 
@@ -34,14 +35,8 @@ var localTools = []string{"ip", "nix-build", "terraform", "caddy", "unbound", "n
 
 func needLocal(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the local provider needs root (network namespaces); make test runs as root")
-	}
-	for _, tool := range localTools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make test installs it)", tool)
-		}
-	}
+	testenv.RequireRoot(t, "the local provider needs root (network namespaces); make test runs as root")
+	testenv.RequireTool(t, localTools...)
 }
 
 // homelab is examples/local, copied and moved to the test's subnet, run by

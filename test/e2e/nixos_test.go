@@ -12,13 +12,12 @@ import (
 	"testing"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 )
 
 // TestNixFilesParse: every .nix file of the repository parses.
 func TestNixFilesParse(t *testing.T) {
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		t.Skip("needs nix-instantiate (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-instantiate")
 	root := fixtures.Root()
 	n := 0
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -54,9 +53,7 @@ func verifyUnit(t *testing.T, path string) {
 // TestServerUnitVerifies: deploy/nixmox-server.service passes
 // systemd-analyze verify (with the binary where the unit expects it).
 func TestServerUnitVerifies(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("needs systemd-analyze")
-	}
+	testenv.RequireTool(t, "systemd-analyze")
 	data, err := os.ReadFile(filepath.Join(fixtures.Root(), "deploy", "nixmox-server.service"))
 	if err != nil {
 		t.Fatal(err)
@@ -76,11 +73,7 @@ func TestServerUnitVerifies(t *testing.T) {
 // its options, that a switch does not restart it, and the unit it makes,
 // which systemd-analyze verify accepts — its ExecStart quoting included.
 func TestAgentModule(t *testing.T) {
-	for _, tool := range []string{"nix-instantiate", "systemd-analyze"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s", tool)
-		}
-	}
+	testenv.RequireTool(t, "nix-instantiate", "systemd-analyze")
 	pkg := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(pkg, "bin"), 0o755); err != nil {
 		t.Fatal(err)

@@ -16,14 +16,13 @@ import (
 	"testing"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 )
 
 // TestAlertRules checks the shipped alerting rules with promtool: they
 // parse, and their unit tests (observability/alerts_test.yml) pass.
 func TestAlertRules(t *testing.T) {
-	if _, err := exec.LookPath("promtool"); err != nil {
-		t.Skip("needs promtool (make test installs prometheus)")
-	}
+	testenv.RequireTool(t, "promtool")
 	dir := filepath.Join(fixtures.Root(), "observability")
 	for _, args := range [][]string{{"check", "rules", "alerts.yml"}, {"test", "rules", "alerts_test.yml"}} {
 		cmd := exec.Command("promtool", args...)
@@ -46,9 +45,7 @@ type observed struct {
 // checked every second; apply runs once Prometheus (if any) scrapes.
 func newObserved(t *testing.T) *observed {
 	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("needs nix-build (make test installs nix-bin)")
-	}
+	testenv.RequireTool(t, "nix-build")
 	o := &observed{dir: t.TempDir()}
 	o.socket = filepath.Join(o.dir, "control.sock")
 	o.httpAddr = strings.Replace(freePort(t), "0.0.0.0", "127.0.0.1", 1)
@@ -86,9 +83,7 @@ func (o *observed) apply(t *testing.T) {
 // each returns data, and at least one number. It also checks that /metrics
 // says what `nixmox-cli status` says.
 func TestDashboardQueriesReturnData(t *testing.T) {
-	if _, err := exec.LookPath("prometheus"); err != nil {
-		t.Skip("needs prometheus (make test installs it)")
-	}
+	testenv.RequireTool(t, "prometheus")
 	o := newObserved(t)
 	promAddr := strings.Replace(freePort(t), "0.0.0.0", "127.0.0.1", 1)
 	conf := filepath.Join(o.dir, "prometheus.yml")

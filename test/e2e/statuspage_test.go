@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/testenv"
 )
 
 // artifactDir is where tests leave files for people to look at:
@@ -37,10 +38,8 @@ func artifactDir(t *testing.T) string {
 // steps, the page runs no script; a screenshot of each page is saved in
 // the artifact directory.
 func TestStatusPageInChromium(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("needs chromium (make test installs it)")
-	}
+	testenv.RequireTool(t, "chromium")
+	chromium, _ := exec.LookPath("chromium")
 	o := newObserved(t)
 	o.apply(t)
 
