@@ -112,12 +112,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	hub := &agents.Hub{}
 	agentAPI := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents"), Hub: hub}
-	agentSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		GetCertificate: certs.get,
-		ClientAuth:     tls.VerifyClientCertIfGiven, // Enroll has none yet; Connect requires one
-		ClientCAs:      ca.Pool(),
-		MinVersion:     tls.VersionTLS13,
-	})))
+	agentSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(agentTLS(certs.get, ca))))
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agentAPI)
 	controlSrv := grpc.NewServer()
 	cacheKey, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(cfg.StateDir, "cache-key"), "nixmox")
@@ -285,6 +280,19 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// agentTLS is the agent listener's TLS: TLS 1.3, the server's certificate
+// from getCert, and a client certificate verified against the server's CA
+// when one is given — Enroll has none yet; Connect requires one, and a
+// certificate from another CA fails the handshake.
+func agentTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), ca *pki.CA) *tls.Config {
+	return &tls.Config{
+		GetCertificate: getCert,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      ca.Pool(),
+		MinVersion:     tls.VersionTLS13,
+	}
 }
 
 // serverCerts gives each TLS handshake a certificate for the address the
