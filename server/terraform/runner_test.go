@@ -102,10 +102,14 @@ func TestApplyPlansAppliesAndReadsOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	title = ""
 	for _, o := range res.Outputs {
-		if o.Name == "title" && string(o.Value) != `"bonjour"` {
-			t.Errorf("title after change = %s", o.Value)
+		if o.Name == "title" {
+			title = string(o.Value)
 		}
+	}
+	if title != `"bonjour"` {
+		t.Errorf("title after change = %q, want \"bonjour\" (outputs %+v)", title, res.Outputs)
 	}
 	if !res.Changed {
 		t.Error("a changed configuration was not applied")

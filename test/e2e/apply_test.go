@@ -127,8 +127,9 @@ func TestApplyRollsOutThroughAgents(t *testing.T) {
 		t.Fatalf("pulling from the HTTP cache: %v\n%s", err, out)
 	}
 	// a's deploy must be verified before b's starts.
-	if strings.Index(out, "verify:a                         succeeded") > strings.Index(out, "nix:service-config:b             running") {
-		t.Errorf("b started before a was verified:\n%s", out)
+	verifiedA, startedB := lineOf(out, `verify:a +succeeded`), lineOf(out, `nix:service-config:b +running`)
+	if verifiedA < 0 || startedB < 0 || verifiedA > startedB {
+		t.Errorf("b started (line %d) before a was verified (line %d):\n%s", startedB, verifiedA, out)
 	}
 
 	out, code = apply()
@@ -442,4 +443,15 @@ func TestServerKilledAtManyPoints(t *testing.T) {
 			t.Errorf("verify:%s never succeeded", svc)
 		}
 	}
+}
+
+// lineOf is the number of the first line of out matching re, -1 if none.
+func lineOf(out, re string) int {
+	rx := regexp.MustCompile(re)
+	for i, line := range strings.Split(out, "\n") {
+		if rx.MatchString(line) {
+			return i
+		}
+	}
+	return -1
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,6 +48,7 @@ type homelab struct {
 	state    string // the server's state directory
 	data     string // the local provider's data directory
 	socket   string
+	planned  int    // the steps of the manifest's plan
 	agents   string // the server's agent listener, gateway:port
 	cache    string // its binary cache, gateway:port
 	manifest string
@@ -64,6 +66,12 @@ func newHomelab(t testing.TB) *homelab {
 	}
 	h.manifest = filepath.Join(h.dir, "homelab.nix")
 	h.edit(t, `net = "10.231.0";`, `net = "`+e2eNet+`";`)
+	var plan struct{ Steps []json.RawMessage }
+	out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "plan", "-f", h.manifest, "--format", "json").Output()
+	if err := errors.Join(err, json.Unmarshal(out, &plan)); err != nil || len(plan.Steps) == 0 {
+		t.Fatalf("the example's plan: %v\n%s", err, out)
+	}
+	h.planned = len(plan.Steps)
 	h.state = filepath.Join(t.TempDir(), "server")
 	// Daemons that drop root (PostgreSQL) must reach their data: a
 	// world-traversable directory outside the test's owner-only ones.
@@ -171,6 +179,18 @@ type applyResult struct {
 		Needs string `json:"needs"`
 		Root  string `json:"root"`
 	} `json:"steps"`
+}
+
+// states is each step's final state; it fails the test unless the rollout
+// reported every step of the plan, so a check over the states cannot pass
+// on a rollout that reported fewer.
+func (h *homelab) states(t testing.TB, r applyResult) map[string]string {
+	t.Helper()
+	st := r.states()
+	if len(st) != h.planned {
+		t.Errorf("the rollout reported %d steps, the plan has %d:\n%s", len(st), h.planned, r.out)
+	}
+	return st
 }
 
 func (r applyResult) states() map[string]string {
@@ -378,7 +398,7 @@ func TestLocalHomelab(t *testing.T) {
 		if r.code != 0 || !r.OK {
 			t.Fatalf("exit %d\n%s", r.code, r.out)
 		}
-		for id, st := range r.states() {
+		for id, st := range h.states(t, r) {
 			if st != "unchanged" {
 				t.Errorf("%s %s", id, st)
 			}
@@ -392,7 +412,7 @@ func TestLocalHomelab(t *testing.T) {
 		if r.code != 0 || !r.OK {
 			t.Fatalf("exit %d\n%s", r.code, r.out)
 		}
-		for id, st := range r.states() {
+		for id, st := range h.states(t, r) {
 			ran := st != "unchanged"
 			if want := strings.HasSuffix(id, ":web"); ran != want {
 				t.Errorf("%s %s", id, st)
@@ -414,7 +434,7 @@ func TestLocalHomelab(t *testing.T) {
 		if r.code != 1 || r.OK {
 			t.Fatalf("exit %d, want 1\n%s", r.code, r.out)
 		}
-		st := r.states()
+		st := h.states(t, r)
 		if st["verify:web"] != "failed" || st["nix:service-config:monitoring"] != "held" || st["verify:wiki"] != "unchanged" {
 			t.Errorf("states: %v", st)
 		}
@@ -469,8 +489,8 @@ func TestLocalHomelab(t *testing.T) {
 			t.Errorf("verify:web failed with %q", cause)
 		}
 		t.Logf("cut off and reverted in %s", time.Since(start).Round(time.Millisecond))
-		if out, _ := exec.Command("ip", "-n", e2eNetns+"web", "route", "show", "type", "blackhole").Output(); len(bytes.TrimSpace(out)) != 0 {
-			t.Errorf("the blackhole route is still there: %s", out)
+		if out, err := exec.Command("ip", "-n", e2eNetns+"web", "route", "show", "type", "blackhole").CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("the blackhole route is still there (or web's namespace is gone): %v %s", err, out)
 		}
 		if s := generation(t, h.socket, "web"); s.GetGeneration() != 2 || !s.GetAgentConnected() {
 			t.Errorf("web after the revert: generation %d, connected %t", s.GetGeneration(), s.GetAgentConnected())
@@ -489,7 +509,8 @@ func TestLocalHomelab(t *testing.T) {
 		h.srv.kill()
 		apply.kill()
 		h.srv = h.serve()
-		h.srv.await(t, 0, `resuming rollout`)
+		resumed, _ := h.srv.await(t, 0, `resuming rollout: rollout=\S+`)
+		id := regexp.MustCompile(`rollout=(\S+)`).FindStringSubmatch(resumed)[1]
 		h.srv.await(t, 0, `rollout finished: .*ok=true`)
 		log := h.srv.log()
 		for _, step := range []string{"tf:infra", "nix:core:dns", "verify:dns", "tf:service-infra:web", "nix:service-config:web"} {
@@ -503,9 +524,17 @@ func TestLocalHomelab(t *testing.T) {
 		if page := h.webPage(); !strings.Contains(page, "Again from nixmox") {
 			t.Errorf("web serves:\n%s", page)
 		}
-		out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "history", "--socket", h.socket).CombinedOutput()
-		if err != nil || !regexp.MustCompile(`(?m)ok`).Match(out) {
-			t.Errorf("history: %v\n%s", err, out)
+		// History's newest rollout is the one the killed server started and
+		// the restarted one finished, and it ended well.
+		var hist struct {
+			Rollouts []struct {
+				ID string `json:"id"`
+				OK bool   `json:"ok"`
+			} `json:"rollouts"`
+		}
+		if err := json.Unmarshal([]byte(h.cli("history", "--output", "json")), &hist); err != nil || len(hist.Rollouts) == 0 ||
+			hist.Rollouts[0].ID != id || !hist.Rollouts[0].OK {
+			t.Errorf("history: %+v, %v; want %s first and ok", hist, err, id)
 		}
 	})
 
@@ -533,7 +562,7 @@ func TestLocalHomelab(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("exit %d\n%s", r.code, r.out)
 		}
-		for id, st := range r.states() {
+		for id, st := range h.states(t, r) {
 			if ran := st != "unchanged"; ran != (id == "tf:infra") {
 				t.Errorf("%s %s", id, st)
 			}

@@ -141,7 +141,41 @@ scrape_configs:
 	}
 	t.Logf("%d panels, %d queries, each with data", len(dash.Panels), queries)
 
-	// /metrics and `nixmox-cli status` agree.
+	// /metrics says what the test knows happened — not only what
+	// `nixmox-cli status` says, which comes from the same code: one rollout
+	// of two services, each built, handed out, verified healthy on
+	// generation 1, its agent connected.
+	metrics := scrape(t, o.httpAddr)
+	want := map[string]float64{
+		`nixmox_rollouts_total{result="ok"}`:                               1,
+		`nixmox_rollouts_total{result="failed"}`:                           0,
+		`nixmox_rollout_duration_seconds_count`:                            1,
+		`nixmox_steps_total{phase="tf:infra",state="succeeded"}`:           1,
+		`nixmox_steps_total{phase="nix:service-config",state="succeeded"}`: 2,
+		`nixmox_steps_total{phase="verify",state="succeeded"}`:             2,
+		`nixmox_steps_total{phase="verify",state="failed"}`:                0,
+		`nixmox_step_duration_seconds_count{phase="verify"}`:               2,
+		`nixmox_rollout_running`:                                           0,
+	}
+	for _, svc := range []string{"a", "b"} {
+		want[`nixmox_service_up{service="`+svc+`"}`] = 1
+		want[`nixmox_service_active_generation{service="`+svc+`"}`] = 1
+		want[`nixmox_service_desired_generation{service="`+svc+`"}`] = 1
+		want[`nixmox_service_health{health="healthy",service="`+svc+`"}`] = 1
+		want[`nixmox_agent_connected{service="`+svc+`"}`] = 1
+	}
+	for name, v := range want {
+		if got, ok := metrics[name]; !ok || got != v {
+			t.Errorf("%s = %v (present %t), want %v", name, got, ok, v)
+		}
+	}
+	// Each agent's checks reached the latency histogram.
+	for _, svc := range []string{"a", "b"} {
+		if n := metrics[`nixmox_health_check_duration_seconds_count{check="liveness",service="`+svc+`"}`]; n < 1 {
+			t.Errorf("no liveness latency samples of %s", svc)
+		}
+	}
+	// And status agrees with both.
 	out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "status", "--output", "json", "--socket", o.socket).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -151,28 +185,46 @@ scrape_configs:
 			Name       string `json:"name"`
 			Health     string `json:"health"`
 			Generation int64  `json:"generation"`
-			Desired    int64  `json:"desired_generation"`
 			Connected  bool   `json:"agent_connected"`
 		} `json:"services"`
 	}
 	if err := json.Unmarshal(out, &st); err != nil || len(st.Services) != 2 {
 		t.Fatalf("status: %v %s", err, out)
 	}
-	metrics := scrape(t, o.httpAddr)
 	for _, s := range st.Services {
-		up := 0.0
-		if s.Health == "healthy" && s.Connected {
-			up = 1
+		if s.Health != "healthy" || s.Generation != 1 || !s.Connected {
+			t.Errorf("status of %s: %+v", s.Name, s)
 		}
-		for name, want := range map[string]float64{
-			`nixmox_service_up{service="` + s.Name + `"}`:                               up,
-			`nixmox_service_active_generation{service="` + s.Name + `"}`:                float64(s.Generation),
-			`nixmox_service_desired_generation{service="` + s.Name + `"}`:               float64(s.Desired),
-			`nixmox_service_health{health="` + s.Health + `",service="` + s.Name + `"}`: 1,
-			`nixmox_agent_connected{service="` + s.Name + `"}`:                          map[bool]float64{true: 1, false: 0}[s.Connected],
-		} {
-			if got, ok := metrics[name]; !ok || got != want {
-				t.Errorf("%s = %v (present %t), status says %v", name, got, ok, want)
+	}
+
+	// Every metric the alerting rules and the dashboard name is one the
+	// server exports (the rules' unit tests use hand-written series).
+	exported := map[string]bool{}
+	for name := range metrics {
+		base := name
+		if i := strings.IndexByte(base, '{'); i >= 0 {
+			base = base[:i]
+		}
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		exported[base] = true
+	}
+	for _, file := range []string{"alerts.yml", "grafana-dashboard.json"} {
+		text, err := os.ReadFile(filepath.Join(fixtures.Root(), "observability", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile(`\bnixmox_[a-z_]+`).FindAllString(string(text), -1)
+		if len(names) == 0 {
+			t.Errorf("%s names no nixmox metric", file)
+		}
+		for _, n := range names {
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				n = strings.TrimSuffix(n, suffix)
+			}
+			if !exported[n] {
+				t.Errorf("%s uses %s, which the server does not export", file, n)
 			}
 		}
 	}
