@@ -282,6 +282,12 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		if err != nil {
 			st.log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
 			st.mu.Lock()
+			if errors.Is(err, ErrLeftInPlace) {
+				// The failed generation is what runs now: its checks are
+				// the ones to watch, so that its health is reported as
+				// it is, not the replaced generation's.
+				st.activeSpec = &spec
+			}
 			spec := st.activeSpec
 			st.mu.Unlock()
 			if spec != nil && next == nil {

@@ -8,6 +8,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,6 +22,11 @@ import (
 // DefaultConfirmTimeout is how long a healthy generation waits for the
 // server's confirmation before the agent rolls it back.
 const DefaultConfirmTimeout = 30 * time.Second
+
+// ErrLeftInPlace is part of the error of a generation whose checks failed
+// and that was left running, as its desired generation asked
+// (no_rollback).
+var ErrLeftInPlace = errors.New("left in place (--no-rollback)")
 
 // Desired is a generation the server wants the container on.
 type Desired struct {
@@ -96,7 +102,7 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 	if err := s.Prober.Verify(ctx, d.Health); err != nil {
 		cause := fmt.Errorf("generation %d is unhealthy: %w", d.Generation, err)
 		if d.NoRollback {
-			err := fmt.Errorf("%w; left in place (--no-rollback)", cause)
+			err := fmt.Errorf("%w; %w", cause, ErrLeftInPlace)
 			s.report(d.Generation, Failed, err.Error())
 			return err
 		}
