@@ -105,7 +105,9 @@ func (s *Store) migrate() error {
 		}
 		v := uint64(0)
 		if raw := meta.Get(keySchema); raw != nil {
-			v = binary.BigEndian.Uint64(raw)
+			if v, err = schemaOf(raw); err != nil {
+				return err
+			}
 		}
 		if v > SchemaVersion {
 			return fmt.Errorf("%w (schema %d; this one reads up to %d)", ErrNewerSchema, v, SchemaVersion)
@@ -136,10 +138,23 @@ func (s *Store) Check() error {
 // Schema returns the file's schema version.
 func (s *Store) Schema() (v uint64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		v = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keySchema))
-		return nil
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("the state file has no meta bucket")
+		}
+		v, err = schemaOf(meta.Get(keySchema))
+		return err
 	})
 	return v, err
+}
+
+// schemaOf decodes a stored schema version: 8 bytes, big-endian; anything
+// else is a damaged file, said so rather than read past its end.
+func schemaOf(raw []byte) (uint64, error) {
+	if len(raw) != 8 {
+		return 0, fmt.Errorf("the schema version is %d bytes, not 8: the state file is damaged", len(raw))
+	}
+	return binary.BigEndian.Uint64(raw), nil
 }
 
 func u64(n uint64) []byte {

@@ -2,12 +2,15 @@ package store_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,13 +77,152 @@ func TestMigratesOldAndRefusesNewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		b, _ := tx.CreateBucketIfNotExists([]byte("meta"))
-		return b.Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, 99})
-	})
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, 99}); err != nil {
+			return err
+		}
+		// Something of the newer nixmox's that this one must not touch.
+		future, err := tx.CreateBucket([]byte("from-the-future"))
+		if err != nil {
+			return err
+		}
+		return future.Put([]byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
-	if _, err := store.Open(newer); !errors.Is(err, store.ErrNewerSchema) {
+	before, err := os.ReadFile(newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Open(newer); !errors.Is(err, store.ErrNewerSchema) || !strings.Contains(err.Error(), "schema 99; this one reads up to 3") {
 		t.Fatalf("error = %v", err)
+	}
+	if after, err := os.ReadFile(newer); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the refused newer file was changed (%v)", err)
+	}
+}
+
+// TestDamagedSchemaVersionIsAnError: a schema version that is not 8 bytes
+// is reported, not read past its end (it panicked).
+func TestDamagedSchemaVersionIsAnError(t *testing.T) {
+	for _, raw := range [][]byte{{}, {3}, {0, 0, 0, 0, 0, 0, 0, 0, 3}} {
+		path := filepath.Join(t.TempDir(), "short.db")
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucket([]byte("meta"))
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("schema_version"), raw)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := store.Open(path); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("the schema version is %d bytes, not 8", len(raw))) {
+			t.Errorf("schema version %v: %v", raw, err)
+		}
+	}
+}
+
+// TestMigrationsCarryRecords: records written under today's schema are
+// read back the same after the file is set back to each older schema (the
+// buckets that schema lacked removed) and migrated forward again.
+func TestMigrationsCarryRecords(t *testing.T) {
+	for _, from := range []uint64{0, 1, 2} {
+		t.Run(fmt.Sprintf("from %d", from), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			s, err := store.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.PutManifest("m.nix", []byte(`{"services":{}}`), t0); err != nil {
+				t.Fatal(err)
+			}
+			r := store.Rollout{ID: store.NewRolloutID(t0), Manifest: 1, Who: "local", Started: t0, Finished: t0.Add(time.Minute), OK: true, Summary: "1 succeeded"}
+			steps := []store.StepRecord{{ID: "verify:dns", State: "succeeded", Attempts: 1, Started: t0, Finished: t0.Add(time.Second), Fingerprint: "fp1"},
+				{ID: "verify:web", State: "held", Error: "needs verify:dns (failed)", Needs: "verify:dns", Root: "verify:dns", Started: t0, Finished: t0}}
+			gen := store.Generation{Number: 7, StorePath: "/nix/store/aaa-dns", Created: t0, Healthy: true}
+			agent := store.Agent{Service: "dns", Enrolled: t0}
+			hr := store.HealthRecord{Time: t0, Check: "liveness", Health: "HEALTH_HEALTHY", Output: "ok"}
+			for _, err := range []error{s.PutRollout(r), s.PutSteps(r.ID, steps), s.PutGeneration("dns", gen), s.PutAgent(agent), s.AddHealth("dns", hr),
+				func() error {
+					_, err := s.Audit(store.AuditEntry{Time: t0, Who: "local", What: "apply m.nix", Result: "ok", Rollout: r.ID})
+					return err
+				}()} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+
+			// Back to schema `from`: the buckets later migrations add go.
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(func(tx *bolt.Tx) error {
+				added := map[uint64][]string{1: {"tokens"}, 2: {"outputs"}} // what migration v -> v+1 adds
+				for v := from; v < 3; v++ {
+					for _, b := range added[v] {
+						if err := tx.DeleteBucket([]byte(b)); err != nil {
+							return err
+						}
+					}
+				}
+				meta := tx.Bucket([]byte("meta"))
+				if from == 0 {
+					return meta.Delete([]byte("schema_version"))
+				}
+				return meta.Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, byte(from)})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+
+			s = open(t, path)
+			if v, err := s.Schema(); err != nil || v != store.SchemaVersion {
+				t.Fatalf("schema after migrating: %d, %v", v, err)
+			}
+			if m, err := s.Manifest(0); err != nil || m.Version != 1 || m.File != "m.nix" || string(m.JSON) != `{"services":{}}` {
+				t.Errorf("manifest %+v, %v", m, err)
+			}
+			if got, err := s.Rollout(r.ID); err != nil || !reflect.DeepEqual(got, r) {
+				t.Errorf("rollout %+v, %v; want %+v", got, err, r)
+			}
+			if got, err := s.Steps(r.ID); err != nil || !reflect.DeepEqual(got, map[string]store.StepRecord{steps[0].ID: steps[0], steps[1].ID: steps[1]}) {
+				t.Errorf("steps %+v, %v", got, err)
+			}
+			if fp, err := s.Fingerprint("verify:dns"); err != nil || fp != "fp1" {
+				t.Errorf("fingerprint %q, %v", fp, err)
+			}
+			if got, err := s.Generations("dns"); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], gen) {
+				t.Errorf("generations %+v, %v", got, err)
+			}
+			if got, err := s.Agents(); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], agent) {
+				t.Errorf("agents %+v, %v", got, err)
+			}
+			if got, err := s.Health("dns", 5); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], hr) {
+				t.Errorf("health %+v, %v", got, err)
+			}
+			if got, err := s.AuditLog(0); err != nil || len(got) != 1 || got[0].Rollout != r.ID {
+				t.Errorf("audit %+v, %v", got, err)
+			}
+			// And what the later schemas added works.
+			if err := s.PutToken("t", "dns", t0); err != nil {
+				t.Errorf("tokens: %v", err)
+			}
+			if err := s.PutOutputs(store.Outputs{Root: "terraform/infra"}); err != nil {
+				t.Errorf("outputs: %v", err)
+			}
+		})
 	}
 }
 
