@@ -45,6 +45,10 @@ type Config struct {
 	StateDir   string // key, certificate, CA; created 0700
 	Profile    string // the system profile it switches
 	Log        hclog.Logger
+	// After and Jitter are the reconnect backoff's clock and random source
+	// (tests); nil means time.After and math/rand.
+	After  func(time.Duration) <-chan time.Time
+	Jitter func() float64
 }
 
 // Run enrolls if needed, then holds the stream to the server, reconnecting
@@ -72,23 +76,46 @@ func Run(ctx context.Context, cfg Config) error {
 		st.stopMonitor()
 		st.mu.Unlock()
 	}()
-	delay := time.Second
+	after := cfg.After
+	if after == nil {
+		after = time.After
+	}
+	b := backoff{jitter: cfg.Jitter}
 	for {
 		connected, err := session(ctx, cfg, creds, st)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if connected {
-			delay = time.Second // the backoff is for failing to connect, not for losing a stream
-		}
-		log.Warn("stream ended; reconnecting", "error", err, "in", delay)
+		wait := b.next(connected)
+		log.Warn("stream ended; reconnecting", "error", err, "in", wait)
 		select {
-		case <-time.After(time.Duration(float64(delay) * (0.5 + rand.Float64()))):
+		case <-after(wait):
 		case <-ctx.Done():
 			return nil
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
+}
+
+// backoff is the wait before reconnecting: 1 s, doubling after each failed
+// attempt up to 30 s, back to 1 s once a stream was open (the backoff is
+// for failing to connect, not for losing a stream), each times a jitter
+// of 0.5 to 1.5 so that agents do not reconnect in step.
+type backoff struct {
+	delay  time.Duration
+	jitter func() float64 // [0, 1); nil means math/rand
+}
+
+func (b *backoff) next(connected bool) time.Duration {
+	if b.delay == 0 || connected {
+		b.delay = time.Second
+	}
+	j := b.jitter
+	if j == nil {
+		j = rand.Float64
+	}
+	wait := time.Duration(float64(b.delay) * (0.5 + j()))
+	b.delay = min(b.delay*2, 30*time.Second)
+	return wait
 }
 
 // credentialsFor returns the agent's mTLS credentials, enrolling first
