@@ -193,7 +193,7 @@ state directory.`,
 	}
 	cliCert.Flags().StringVar(&certState, "state-dir", DefaultStateDir, "the server's state directory (its CA)")
 	cliCert.Flags().StringVarP(&certOut, "output", "o", "", "directory to write the key and certificates to")
-	root.AddCommand(serve, check, token, cliCert)
+	root.AddCommand(serve, check, token, cliCert, newStateCmd(stdout, usage))
 	return root
 }
 

@@ -40,6 +40,9 @@ type Controller struct {
 	WorkDir string
 	// Metrics, if set, counts rollouts and steps.
 	Metrics *Metrics
+	// Recorded, if set, is called once a rollout or rollback is recorded
+	// (the server backs its state up then).
+	Recorded func()
 
 	mu   sync.Mutex
 	turn chan struct{} // held by the running rollout
@@ -310,9 +313,16 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 		err = rerr
 	}
 	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: "apply " + file, Result: summary, Rollout: id})
+	c.recorded()
 	log.Info("rollout finished", "ok", res.OK, "summary", summary)
 	emit(&nixmoxv1.RolloutEvent{RolloutId: id, Time: timestamppb.Now(), Done: true, Ok: res.OK && err == nil, Message: summary})
 	return res.OK && err == nil, err
+}
+
+func (c *Controller) recorded() {
+	if c.Recorded != nil {
+		c.Recorded()
+	}
 }
 
 // summarize counts the steps' states and names the failed ones: "3

@@ -79,5 +79,6 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 		say(nixmoxv1.StepState_STEP_STATE_SUCCEEDED, "")
 	}
 	_, _ = c.Store.Audit(store.AuditEntry{Time: time.Now(), Who: who, What: fmt.Sprintf("rollback %s to generation %d", service, target.Number), Result: result})
+	c.recorded()
 	return err
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/nixmox/nixmox/server/proxmox"
 	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/steps"
-	"github.com/nixmox/nixmox/server/store"
 	"github.com/nixmox/nixmox/server/terraform"
 )
 
@@ -97,11 +96,21 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(cfg.StateDir, "state.db"))
+	st, err := openState(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	// A consistent copy at every start and after every rollout: what
+	// `nixmox-server state restore` puts back.
+	backup := func() {
+		if path, err := backupState(st, cfg.StateDir, time.Now()); err != nil {
+			log.Error("backing the state up", "error", err)
+		} else {
+			log.Debug("state backed up", "path", path)
+		}
+	}
+	backup()
 	ca, err := pki.LoadOrCreate(filepath.Join(cfg.StateDir, "ca"))
 	if err != nil {
 		return err
@@ -112,9 +121,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	hub := &agents.Hub{}
 	agentAPI := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents"), Hub: hub}
-	agentSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(agentTLS(certs.get, ca))))
+	agentSrv := grpc.NewServer(append(recovering(log), grpc.Creds(credentials.NewTLS(agentTLS(certs.get, ca))))...)
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agentAPI)
-	controlSrv := grpc.NewServer()
+	controlSrv := grpc.NewServer(recovering(log)...)
 	cacheKey, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(cfg.StateDir, "cache-key"), "nixmox")
 	if err != nil {
 		return fmt.Errorf("the binary cache's signing key: %w", err)
@@ -138,7 +147,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		Verify:    &steps.Verify{Store: st, Agents: hub, Build: build, Deliver: deliver, Log: log.Named("rollout")},
 		Exec:      &steps.Exec{},
 	}
-	controller := &Controller{Store: st, Log: log.Named("rollout"), Steps: runners, WorkDir: work}
+	controller := &Controller{Store: st, Log: log.Named("rollout"), Steps: runners, WorkDir: work, Recorded: backup}
 	control := &ControlAPI{Store: st, Agents: hub, CA: ca, Controller: controller}
 	nixmoxv1.RegisterControlServiceServer(controlSrv, control)
 	metrics := NewMetrics(func(ctx context.Context) ([]*nixmoxv1.ServiceStatus, error) {
@@ -218,7 +227,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			controlLis.Close()
 			return err
 		}
-		remoteSrv = grpc.NewServer(append(cliOnly(), grpc.Creds(credentials.NewTLS(&tls.Config{
+		remoteSrv = grpc.NewServer(append(append(recovering(log), cliOnly()...), grpc.Creds(credentials.NewTLS(&tls.Config{
 			GetCertificate: certs.get,
 			ClientAuth:     tls.RequireAndVerifyClientCert,
 			ClientCAs:      ca.Pool(),

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -38,6 +37,7 @@ var (
 	bucketTokens       = []byte("tokens")      // sha256(token) -> Token
 	bucketOutputs      = []byte("outputs")     // Terraform root -> Outputs
 	keySchema          = []byte("schema_version")
+	keyStateID         = []byte("state_id")
 	keyLock            = []byte("rollout_lock")
 )
 
@@ -76,12 +76,13 @@ type Store struct {
 	db *bolt.DB
 }
 
-// Open opens (creating if needed) the state file at path, owner-only, and
-// migrates it to SchemaVersion.
+// Open opens (creating if needed) the state file at path, owner-only,
+// checks its consistency (a damaged file is a *DamagedError, never a
+// panic) and migrates it to SchemaVersion.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := openChecked(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening state %s: %w", path, err)
+		return nil, err
 	}
 	// A file created by hand or another tool may be wider: state holds
 	// the audit log and generations, so it is the owner's alone.
@@ -117,6 +118,11 @@ func (s *Store) migrate() error {
 				return fmt.Errorf("migrating schema %d to %d: %w", v, v+1, err)
 			}
 		}
+		if meta.Get(keyStateID) == nil {
+			if err := meta.Put(keyStateID, newStateID()); err != nil {
+				return err
+			}
+		}
 		return meta.Put(keySchema, u64(v))
 	})
 }
@@ -124,16 +130,9 @@ func (s *Store) migrate() error {
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Check runs bbolt's consistency check over the whole file.
-func (s *Store) Check() error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	})
-}
+// Check runs bbolt's consistency check over the whole file (bounded by
+// CheckTimeout; a panic on a damaged page is an error).
+func (s *Store) Check() error { return check(s.db) }
 
 // Schema returns the file's schema version.
 func (s *Store) Schema() (v uint64, err error) {
