@@ -23,7 +23,10 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require golang.org/x/crypto v0.57.0 // indirect
+require (
+	golang.org/x/crypto v0.57.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
 
 require (
 	github.com/Telmate/proxmox-api-go v0.0.0-20260730191320-ad30e082d0b2

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
+	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/store"
@@ -36,6 +38,9 @@ type AgentAPI struct {
 	Metrics *Metrics
 	// Hub is where the agents' streams and reports go; required.
 	Hub *agents.Hub
+
+	limits   peerLimits // enrollment attempts per peer address
+	refusals sampler    // the log and audit lines of refused enrollments
 }
 
 func (a *AgentAPI) now() time.Time {
@@ -49,11 +54,19 @@ func (a *AgentAPI) now() time.Time {
 // token's service. A token is consumed by any attempt to use it, and the
 // reply never says whether a token existed.
 func (a *AgentAPI) Enroll(ctx context.Context, req *nixmoxv1.EnrollRequest) (*nixmoxv1.EnrollResponse, error) {
+	// Nobody is authenticated yet: what a stranger can make the server do
+	// is bounded — sizes first, then attempts per address — before the
+	// state is touched.
+	switch {
+	case len(req.GetToken()) > MaxTokenBytes || len(req.GetService()) > MaxServiceBytes || len(req.GetCsrPem()) > MaxCSRBytes ||
+		!manifest.ValidServiceName(req.GetService()):
+		return nil, a.refuse(ctx, "invalid", codes.InvalidArgument, "enrollment refused: the request is malformed or over its size limits")
+	case !a.limits.allow(ctx, a.now()):
+		return nil, a.refuse(ctx, "rate", codes.ResourceExhausted, "enrollment refused: too many attempts from this address; wait a second")
+	}
 	svc, err := a.Store.UseToken(req.GetToken(), a.now())
 	if err != nil || svc != req.GetService() {
-		a.Log.Warn("enrollment refused", "service", req.GetService())
-		a.audit("enroll "+req.GetService(), "refused")
-		return nil, status.Error(codes.PermissionDenied, "enrollment refused: the token is unknown, used, expired or for another service")
+		return nil, a.refuse(ctx, "token", codes.PermissionDenied, "enrollment refused: the token is unknown, used, expired or for another service")
 	}
 	cert, err := a.CA.SignAgent(req.GetCsrPem(), svc)
 	if err != nil {
@@ -65,6 +78,22 @@ func (a *AgentAPI) Enroll(ctx context.Context, req *nixmoxv1.EnrollRequest) (*ni
 	a.audit("enroll "+svc, "ok")
 	a.Log.Info("agent enrolled", "service", svc)
 	return &nixmoxv1.EnrollResponse{CertificatePem: cert, CaPem: a.CA.PEM}, nil
+}
+
+// refuse counts a refused enrollment and logs and audits it — at most one
+// line per refusalLogEvery, saying how many were refused since — so that
+// strangers cannot fill the disk; it returns the caller's error.
+func (a *AgentAPI) refuse(ctx context.Context, reason string, code codes.Code, msg string) error {
+	a.Metrics.enrollRefused(reason)
+	if ok, more := a.refusals.take(a.now(), refusalLogEvery); ok {
+		from := "unknown"
+		if p, ok := peer.FromContext(ctx); ok {
+			from = p.Addr.String()
+		}
+		a.Log.Warn("enrollment refused", "reason", reason, "from", from, "refused_since_last_line", more)
+		a.audit(fmt.Sprintf("enroll from %s (%d more refused before it)", from, more), "refused: "+reason)
+	}
+	return status.Error(code, msg)
 }
 
 func (a *AgentAPI) audit(what, result string) {

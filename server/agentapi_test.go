@@ -1,9 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,6 +33,26 @@ type fixture struct {
 	ca         *pki.CA
 	st         *store.Store
 	handshakes *handshakes
+	path       string      // the state file
+	log        *syncBuffer // the API's log
+}
+
+// syncBuffer is a log written by concurrent calls.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
 }
 
 // handshakes wraps the server's transport credentials and keeps the error
@@ -82,12 +105,13 @@ func start(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := &server.AgentAPI{Store: st, CA: ca, Log: hclog.NewNullLogger(), Hub: &agents.Hub{}}
+	logBuf := &syncBuffer{}
+	api := &server.AgentAPI{Store: st, CA: ca, Log: hclog.New(&hclog.LoggerOptions{Output: logBuf}), Hub: &agents.Hub{}}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	nixmoxv1.RegisterAgentServiceServer(srv, api)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return &fixture{api: api, addr: lis.Addr().String(), ca: ca, st: st, handshakes: creds}
+	return &fixture{api: api, addr: lis.Addr().String(), ca: ca, st: st, handshakes: creds, path: filepath.Join(dir, "state.db"), log: logBuf}
 }
 
 // client dials the server trusting ca, presenting cert when given.
@@ -144,8 +168,10 @@ func TestEnrollmentTokens(t *testing.T) {
 			t.Errorf("enroll %s with %s: %v", tc.service, tc.token, err)
 		}
 	}
+	// The enrollment is audited; the refusals too, one line per interval
+	// (the first of them here), so that strangers cannot fill the log.
 	log, _ := f.st.AuditLog(0)
-	if len(log) != 5 || log[0].Result != "ok" || log[1].Result != "refused" {
+	if len(log) != 2 || log[0].Result != "ok" || log[1].Result != "refused: token" || !strings.HasPrefix(log[1].What, "enroll from 127.0.0.1:") {
 		t.Errorf("audit log %+v", log)
 	}
 }
@@ -263,5 +289,90 @@ func TestAgentsAreTheirCertificates(t *testing.T) {
 	refused := f.handshakes.refused()
 	if len(refused) != 1 || !strings.Contains(refused[0].Error(), "certificate signed by unknown authority") {
 		t.Errorf("the server's refused handshakes: %v, want one, for the unknown authority", refused)
+	}
+}
+
+// TestEnrollFloodIsBounded: 5,000 bogus enrollments — 200-character
+// service names, and guessed tokens from one address — grow the state file
+// by less than 64 KiB and the log by a few lines; they are refused for
+// their size or their rate and counted in the metrics; an agent with a
+// real token, from another address, enrolls in the middle of the flood.
+func TestEnrollFloodIsBounded(t *testing.T) {
+	f := start(t)
+	metrics := server.NewMetrics(func(context.Context) ([]*nixmoxv1.ServiceStatus, error) { return nil, nil }, func() bool { return false })
+	f.api.Metrics = metrics
+	if err := f.st.PutToken("real-token", "web", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before, logBefore := size(), f.log.Len()
+	c := f.client(t, f.ca, nil)
+	codesSeen := map[codes.Code]int{}
+	long := strings.Repeat("x", 200)
+	var legit error
+	for i := range 5000 {
+		req := &nixmoxv1.EnrollRequest{Token: fmt.Sprintf("guess-%d", i), Service: "web"}
+		if i%2 == 0 {
+			req.Service = long
+		}
+		_, err := c.Enroll(ctx(t), req)
+		codesSeen[status.Code(err)]++
+		if i == 2500 {
+			// An agent on another address (127.0.0.2), with a real token.
+			keyPEM, csrPEM, err := pki.NewCSR()
+			if err != nil {
+				t.Fatal(err)
+			}
+			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+			conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: f.ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})),
+				grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := nixmoxv1.NewAgentServiceClient(conn).Enroll(ctx(t), &nixmoxv1.EnrollRequest{Token: "real-token", Service: "web", CsrPem: csrPEM})
+			conn.Close()
+			if err == nil {
+				_, err = tls.X509KeyPair(resp.GetCertificatePem(), keyPEM)
+			}
+			legit = err
+		}
+	}
+	if legit != nil {
+		t.Errorf("the real agent could not enroll during the flood: %v", legit)
+	}
+	if codesSeen[codes.OK] != 0 || codesSeen[codes.InvalidArgument] != 2500 || codesSeen[codes.ResourceExhausted] == 0 ||
+		codesSeen[codes.PermissionDenied] > 100 {
+		t.Errorf("answers by code: %v; want 2,500 invalid, the rest mostly over the rate", codesSeen)
+	}
+	if grew := size() - before; grew >= 64<<10 {
+		t.Errorf("the state file grew by %d bytes", grew)
+	}
+	if grew := f.log.Len() - logBefore; grew > 4<<10 {
+		t.Errorf("the log grew by %d bytes", grew)
+	}
+	refused := 0.0
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "nixmox_enroll_refused_total" {
+			for _, m := range mf.GetMetric() {
+				refused += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if refused != 5000 {
+		t.Errorf("nixmox_enroll_refused_total = %v, want 5000", refused)
+	}
+	log, _ := f.st.AuditLog(0)
+	if len(log) > 10 {
+		t.Errorf("%d audit entries for one flood", len(log))
 	}
 }

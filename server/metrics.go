@@ -27,6 +27,7 @@ type Metrics struct {
 	steps           *prometheus.CounterVec
 	stepDuration    *prometheus.HistogramVec
 	checkDuration   *prometheus.HistogramVec
+	enrollRefusals  *prometheus.CounterVec
 
 	mu      sync.Mutex
 	started map[string]time.Time // step -> when it started running
@@ -55,15 +56,21 @@ func NewMetrics(status func(context.Context) ([]*nixmoxv1.ServiceStatus, error),
 			Name: "nixmox_health_check_duration_seconds", Help: "Latency of the health checks agents run, by service and check.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}, []string{"service", "check"}),
+		enrollRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixmox_enroll_refused_total", Help: "Enrollment attempts refused since the server started, by reason (invalid, rate, token).",
+		}, []string{"reason"}),
 		started: map[string]time.Time{},
 	}
-	m.Registry.MustRegister(m.rollouts, m.rolloutDuration, m.steps, m.stepDuration, m.checkDuration,
+	m.Registry.MustRegister(m.rollouts, m.rolloutDuration, m.steps, m.stepDuration, m.checkDuration, m.enrollRefusals,
 		&serviceCollector{status: status, running: running},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the start, at 0: an increase() over the first rollout
 	// then counts it.
 	for _, r := range []string{"ok", "failed"} {
 		m.rollouts.WithLabelValues(r)
+	}
+	for _, r := range []string{"invalid", "rate", "token"} {
+		m.enrollRefusals.WithLabelValues(r)
 	}
 	for _, phase := range []plan.Phase{plan.TFInfra, plan.NixCore, plan.TFAuthCore, plan.TFServiceInfra, plan.NixServiceConfig, plan.TFServiceConfig, plan.Verify, "rollback"} {
 		m.stepDuration.WithLabelValues(string(phase))
@@ -104,6 +111,13 @@ func (m *Metrics) stepEvent(step string, st rollout.State, at time.Time) {
 		delete(m.started, step)
 	}
 	m.steps.WithLabelValues(phase, api.StepWord(stateOf(st))).Inc()
+}
+
+// enrollRefused counts a refused enrollment attempt.
+func (m *Metrics) enrollRefused(reason string) {
+	if m != nil {
+		m.enrollRefusals.WithLabelValues(reason).Inc()
+	}
 }
 
 // rolloutDone counts a finished rollout.

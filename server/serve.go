@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
@@ -121,9 +122,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	hub := &agents.Hub{}
 	agentAPI := &AgentAPI{Store: st, CA: ca, Log: log.Named("agents"), Hub: hub}
-	agentSrv := grpc.NewServer(append(recovering(log), grpc.Creds(credentials.NewTLS(agentTLS(certs.get, ca))))...)
+	agentSrv := grpc.NewServer(append(recovering(log), grpc.MaxRecvMsgSize(api.MaxAgentMessageBytes),
+		grpc.Creds(credentials.NewTLS(agentTLS(certs.get, ca))))...)
 	nixmoxv1.RegisterAgentServiceServer(agentSrv, agentAPI)
-	controlSrv := grpc.NewServer(recovering(log)...)
+	controlMax := grpc.MaxRecvMsgSize(api.MaxManifestBytes + 1<<20) // the manifest and the request around it
+	controlSrv := grpc.NewServer(append(recovering(log), controlMax)...)
 	cacheKey, err := nix.LoadOrCreateCacheKey(ctx, filepath.Join(cfg.StateDir, "cache-key"), "nixmox")
 	if err != nil {
 		return fmt.Errorf("the binary cache's signing key: %w", err)
@@ -227,12 +230,14 @@ func Serve(ctx context.Context, cfg Config) error {
 			controlLis.Close()
 			return err
 		}
-		remoteSrv = grpc.NewServer(append(append(recovering(log), cliOnly()...), grpc.Creds(credentials.NewTLS(&tls.Config{
+		remoteTLS := grpc.Creds(credentials.NewTLS(&tls.Config{
 			GetCertificate: certs.get,
 			ClientAuth:     tls.RequireAndVerifyClientCert,
 			ClientCAs:      ca.Pool(),
 			MinVersion:     tls.VersionTLS13,
-		})))...)
+		}))
+		opts := append(recovering(log), controlMax, remoteTLS)
+		remoteSrv = grpc.NewServer(append(opts, cliOnly()...)...)
 		nixmoxv1.RegisterControlServiceServer(remoteSrv, &ControlAPI{Store: st, Agents: hub, CA: ca, Controller: controller})
 		go func() { errs <- remoteSrv.Serve(remoteLis) }()
 		log.Info("remote control", "address", remoteLis.Addr().String())

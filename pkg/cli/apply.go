@@ -107,6 +107,9 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
+	if n := len(m.JSON); n > api.MaxManifestBytes {
+		return fmt.Errorf("%s is %.1f MiB as JSON, over the %d MiB nixmox-server accepts in one apply", m.File, float64(n)/(1<<20), api.MaxManifestBytes>>20)
+	}
 	stream, err := client.Apply(cmd.Context(), &nixmoxv1.ApplyRequest{
 		ManifestJson: []byte(m.JSON), ManifestFile: file, Selection: &nixmoxv1.Selection{Services: selected},
 		Parallel: int32(opts.Parallel), FailFast: opts.FailFast, Force: opts.Force, Wait: opts.Wait,

@@ -184,6 +184,9 @@ type AuditEntry struct {
 }
 
 // Audit appends an entry and returns its sequence number.
+//
+// The log keeps the AuditKeep newest entries: each append beyond them
+// removes the oldest, so the log's size is bounded whoever writes to it.
 func (s *Store) Audit(e AuditEntry) (uint64, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
@@ -192,10 +195,20 @@ func (s *Store) Audit(e AuditEntry) (uint64, error) {
 			return err
 		}
 		e.Time = e.Time.UTC()
+		if e.Seq > auditKeep {
+			if err := b.Delete(u64(e.Seq - auditKeep)); err != nil {
+				return err
+			}
+		}
 		return put(b, u64(e.Seq), e)
 	})
 	return e.Seq, err
 }
+
+// AuditKeep is how many audit entries are kept (the newest).
+const AuditKeep = 20000
+
+var auditKeep uint64 = AuditKeep // tests make it small
 
 // AuditLog returns the entries after seq, oldest first.
 func (s *Store) AuditLog(after uint64) ([]AuditEntry, error) {

@@ -484,3 +484,19 @@ func TestOutputsRefuseUnsealedSecrets(t *testing.T) {
 		t.Fatalf("RootOutputs(never) = %+v, %v", none, err)
 	}
 }
+
+// TestAuditRetention: the audit log keeps its newest entries only, so its
+// size is bounded whoever appends to it.
+func TestAuditRetention(t *testing.T) {
+	defer store.SetAuditKeep(5)()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	for i := range 12 {
+		if _, err := s.Audit(store.AuditEntry{Time: t0, Who: "local", What: fmt.Sprintf("entry %d", i), Result: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log, err := s.AuditLog(0)
+	if err != nil || len(log) != 5 || log[0].What != "entry 7" || log[4].What != "entry 11" {
+		t.Errorf("audit log %+v, %v; want entries 7 to 11", log, err)
+	}
+}
