@@ -41,19 +41,19 @@ type ControlAPI struct {
 }
 
 // enabled returns the names of the newest stored manifest's enabled
-// services (none before the first apply). The decoded manifest is kept
-// until a newer version is stored: status is asked for often.
-func (c *ControlAPI) enabled() []string {
+// services, and whether a manifest was ever applied. The decoded manifest
+// is kept until a newer version is stored: status is asked for often.
+func (c *ControlAPI) enabled() ([]string, bool) {
 	sm, err := c.Store.Manifest(0)
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.parsed == nil || c.parsedVersion != sm.Version {
 		m, err := manifest.Parse(sm.JSON, manifest.FormatJSON, sm.File)
 		if err != nil {
-			return nil
+			return nil, true
 		}
 		c.parsed, c.parsedVersion = m, sm.Version
 	}
@@ -61,7 +61,7 @@ func (c *ControlAPI) enabled() []string {
 	for _, s := range c.parsed.Enabled() {
 		names = append(names, s.Name)
 	}
-	return names
+	return names, true
 }
 
 // Apply runs a rollout and streams its events. A second Apply while one
@@ -115,14 +115,18 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	// Every enabled service of the applied manifest, and every enrolled
-	// agent (one whose service left the manifest shows too).
+	// Every enabled service of the applied manifest — a service removed
+	// from it leaves status and /metrics (its alert would fire forever);
+	// before the first apply, every enrolled agent.
 	names := map[string]bool{}
-	for _, a := range agents {
-		names[a.Service] = true
-	}
-	for _, name := range c.enabled() {
-		names[name] = true
+	if enabled, applied := c.enabled(); applied {
+		for _, name := range enabled {
+			names[name] = true
+		}
+	} else {
+		for _, a := range agents {
+			names[a.Service] = true
+		}
 	}
 	last, err := c.lastResults(names)
 	if err != nil {
@@ -227,6 +231,12 @@ func (c *ControlAPI) Unlock(ctx context.Context, req *nixmoxv1.UnlockRequest) (*
 	}
 	if holder == "" {
 		return nil, status.Error(codes.FailedPrecondition, "no rollout holds the lock")
+	}
+	// The lock is for a rollout whose server died; this server's own
+	// running rollout is alive, and unlocking it would let a second one
+	// run beside it.
+	if running := c.Controller.Running(); running == holder {
+		return nil, status.Errorf(codes.FailedPrecondition, "rollout %s is running in this server: wait for it to finish (nixmox-cli watch), or stop the server to abandon it", holder)
 	}
 	if err := c.Store.Unlock(req.GetRolloutId()); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())

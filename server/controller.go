@@ -44,8 +44,9 @@ type Controller struct {
 	// (the server backs its state up then).
 	Recorded func()
 
-	mu   sync.Mutex
-	turn chan struct{} // held by the running rollout
+	mu      sync.Mutex
+	turn    chan struct{} // held by the running rollout
+	running string        // what holds the turn: a rollout id, or rollback:SERVICE
 	// watchers receive every rollout event (Watch).
 	watchers map[chan *nixmoxv1.RolloutEvent]struct{}
 }
@@ -93,7 +94,7 @@ func (c *Controller) acquire(ctx context.Context, wait bool, emit func(*nixmoxv1
 		return func() { <-turn }, nil
 	default:
 	}
-	holder, _ := c.Store.LockHolder()
+	holder := c.Running()
 	if !wait {
 		return nil, &store.LockedError{Holder: holder}
 	}
@@ -104,6 +105,24 @@ func (c *Controller) acquire(ctx context.Context, wait bool, emit func(*nixmoxv1
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// Running names what this server is running now — a rollout's id, or
+// rollback:SERVICE — or "" when it runs nothing.
+func (c *Controller) Running() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.turn == nil || len(c.turn) == 0 {
+		return ""
+	}
+	return c.running
+}
+
+// setRunning records what holds the turn (under it).
+func (c *Controller) setRunning(what string) {
+	c.mu.Lock()
+	c.running = what
+	c.mu.Unlock()
 }
 
 // Apply runs the manifest's rollout and emits its events; ok is set when
@@ -259,6 +278,7 @@ func (c *Controller) execute(ctx context.Context, r store.Rollout, m *manifest.M
 		c.broadcast(e)
 	}
 	id, who := r.ID, r.Who
+	c.setRunning(id)
 	defer c.Store.Unlock(id)
 	p, err := plan.New(g, plan.Options{Services: r.Services})
 	if err != nil {

@@ -24,6 +24,7 @@ func (c *Controller) Rollback(ctx context.Context, service string, to int64, who
 		return err
 	}
 	defer release()
+	c.setRunning("rollback:" + service)
 	sm, err := c.Store.Manifest(0)
 	if err != nil {
 		return fmt.Errorf("no manifest has been applied: %w", err)

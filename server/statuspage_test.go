@@ -147,3 +147,52 @@ func benchmarkLatency(b *testing.B, path string) {
 
 func BenchmarkStatusPage100(b *testing.B) { benchmarkLatency(b, "/") }
 func BenchmarkMetrics100(b *testing.B)    { benchmarkLatency(b, "/metrics") }
+
+// TestRemovedServiceLeavesStatusAndMetrics: a service whose agent enrolled
+// but which is no longer in the applied manifest is neither in status nor
+// in /metrics (nixmox_agent_connected{service=...} 0 would fire the
+// shipped alert forever); before any apply, enrolled agents show.
+func TestRemovedServiceLeavesStatusAndMetrics(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, svc := range []string{"a", "t1"} {
+		if err := st.PutAgent(store.Agent{Service: svc, Enrolled: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	control := &server.ControlAPI{Store: st, Agents: &agents.Hub{}}
+	h := (&server.StatusPage{Control: control, Store: st, Metrics: server.NewMetrics(func(ctx context.Context) ([]*nixmoxv1.ServiceStatus, error) {
+		resp, err := control.Status(ctx, &nixmoxv1.StatusRequest{})
+		return resp.GetServices(), err
+	}, func() bool { return false })}).Handler()
+	names := func() []string {
+		resp, err := control.Status(context.Background(), &nixmoxv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range resp.GetServices() {
+			out = append(out, s.GetName())
+		}
+		return out
+	}
+	if got := strings.Join(names(), ","); got != "a,t1" {
+		t.Errorf("before any apply: %s, want the enrolled a and t1", got)
+	}
+	m := `{"network": {"dns_server": "10.40.0.10", "gateway": "10.40.0.1", "network_cidr": "10.40.0.0/16"},
+	  "services": {"a": {"ip": "10.40.0.11", "hostname": "a.lab.test"}, "b": {"ip": "10.40.0.12", "hostname": "b.lab.test"}}}`
+	if _, err := st.PutManifest("m.json", []byte(m), now); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(names(), ","); got != "a,b" {
+		t.Errorf("after applying a and b: %s", got)
+	}
+	_, metrics := get(t, h, "/metrics")
+	if strings.Contains(metrics, `service="t1"`) || !strings.Contains(metrics, `nixmox_agent_connected{service="b"} 0`) {
+		t.Errorf("/metrics:\n%s", metrics)
+	}
+}
