@@ -242,6 +242,13 @@ func (st *state) emit(m *nixmoxv1.ConnectRequest) {
 }
 
 func (st *state) stage(g int64, s Stage, text string) {
+	// Every stage in the agent's own log too: what happened on this
+	// container is readable on it (journalctl -u nixmox-agent).
+	if s == Failed {
+		st.log.Warn("stage", "generation", g, "stage", s, "cause", text)
+	} else {
+		st.log.Info("stage", "generation", g, "stage", s)
+	}
 	if s == Healthy {
 		st.mu.Lock()
 		if st.applying == g {

@@ -109,7 +109,9 @@ func (s *stages) await(t *testing.T, want string) []string {
 func TestDesiredSupersedesOrIgnores(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "active")
-	st := newState(Config{Service: "web", StateDir: filepath.Join(dir, "agent"), Profile: filepath.Join(dir, "profiles", "system")}, hclog.NewNullLogger())
+	var logged syncLog
+	st := newState(Config{Service: "web", StateDir: filepath.Join(dir, "agent"), Profile: filepath.Join(dir, "profiles", "system")},
+		hclog.New(&hclog.LoggerOptions{Output: &logged}))
 	rec := &stages{ch: make(chan string, 64)}
 	st.send = rec.send
 	never := make(chan time.Time)
@@ -164,4 +166,29 @@ func TestDesiredSupersedesOrIgnores(t *testing.T) {
 	if want := "1:SWITCHED 1:HEALTHY 1:CONFIRMED 2:SWITCHED 2:HEALTHY 2:FAILED 2:ROLLED_BACK 3:SWITCHED 3:HEALTHY 3:CONFIRMED"; strings.Join(rec.seen, " ") != want {
 		t.Errorf("reports %v, want %s", rec.seen, want)
 	}
+	// The agent's own log has every stage, the failure with its cause.
+	for _, line := range []string{"stage: generation=3 stage=switched", "stage: generation=3 stage=confirmed",
+		"stage: generation=2 stage=failed cause=\"generation 2 was superseded"} {
+		if !strings.Contains(logged.String(), line) {
+			t.Errorf("the agent's log lacks %q:\n%s", line, logged.String())
+		}
+	}
+}
+
+// syncLog is a log written from several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -102,6 +102,11 @@ func Serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	unclaim, err := claimState(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unclaim()
 	// A consistent copy at every start and after every rollout: what
 	// `nixmox-server state restore` puts back.
 	backup := func() {

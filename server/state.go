@@ -19,6 +19,7 @@ const (
 	stateFile   = "state.db"
 	backupDir   = "backups"
 	stateMarker = "ca/state-id" // beside the CA: the state this server had
+	pidFile     = "server.pid"  // the serving server's pid
 	// KeepBackups is how many automatic backups are kept.
 	KeepBackups = 10
 )
@@ -66,6 +67,13 @@ func openState(stateDir string) (*store.Store, error) {
 	}
 	st, err := store.Open(path)
 	var damaged *store.DamagedError
+	if errors.Is(err, store.ErrHeld) {
+		who := "another nixmox-server"
+		if data, rerr := os.ReadFile(filepath.Join(stateDir, pidFile)); rerr == nil {
+			who += " (pid " + strings.TrimSpace(string(data)) + ")"
+		}
+		return nil, fmt.Errorf("%s serves from %s: stop it, or give this one a state directory of its own (--state-dir)", who, stateDir)
+	}
 	if errors.As(err, &damaged) {
 		return nil, &StateError{StateDir: stateDir, Problem: "it is damaged (" + damaged.Problem + ")"}
 	}
@@ -219,4 +227,19 @@ func writeWith(path string, mode os.FileMode, write func(io.Writer) error) error
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// claimState records this process as the one serving from stateDir; the
+// returned func removes the record, if it is still ours.
+func claimState(stateDir string) (func(), error) {
+	path := filepath.Join(stateDir, pidFile)
+	me := fmt.Sprint(os.Getpid())
+	if err := writeAtomic(path, []byte(me+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return func() {
+		if data, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(data)) == me {
+			_ = os.Remove(path)
+		}
+	}, nil
 }

@@ -24,6 +24,10 @@ func (e *DamagedError) Error() string {
 	return fmt.Sprintf("the state file %s is damaged: %s", e.Path, e.Problem)
 }
 
+// ErrHeld is a state file another process (another nixmox-server) has
+// open.
+var ErrHeld = errors.New("another process holds it")
+
 // CheckTimeout bounds the consistency check Open runs.
 const CheckTimeout = time.Minute
 
@@ -47,7 +51,7 @@ func openChecked(path string) (db *bolt.DB, err error) {
 	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("opening state %s: another process holds it (is another nixmox-server running on this state directory?)", path)
+		return nil, fmt.Errorf("opening state %s: %w", path, ErrHeld)
 	}
 	if err != nil {
 		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrInvalidMapping) {

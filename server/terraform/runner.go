@@ -143,6 +143,12 @@ func (r *Runner) Apply(ctx context.Context, dir, workspace string, log io.Writer
 	}
 	planFile := filepath.Join(dir, ".terraform", "nixmox.tfplan") // init made .terraform
 	defer os.Remove(planFile)
+	// State and plans hold secrets: owner-only, inside an owner-only
+	// directory (Terraform writes them 0644).
+	defer ownerOnly(dir)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return Result{}, err
+	}
 	changed, err := tf.Plan(ctx, tfexec.Out(planFile))
 	if err != nil {
 		return Result{}, err
@@ -164,6 +170,19 @@ func (r *Runner) Apply(ctx context.Context, dir, workspace string, log io.Writer
 	}
 	sort.Slice(res.Outputs, func(i, j int) bool { return res.Outputs[i].Name < res.Outputs[j].Name })
 	return res, nil
+}
+
+// ownerOnly makes the Terraform state and plan files under dir 0600.
+func ownerOnly(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if n := d.Name(); strings.HasSuffix(n, ".tfplan") || strings.Contains(n, ".tfstate") {
+			_ = os.Chmod(p, 0o600)
+		}
+		return nil
+	})
 }
 
 // init runs `terraform init` when the root's configuration differs from the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,6 +67,23 @@ func TestApplyPlansAppliesAndReadsOutputs(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "s3cr3t") {
 		t.Errorf("the sensitive value reached the log:\n%s", log.String())
+	}
+	// The state holds the secret: owner-only, in an owner-only directory.
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the root's directory: %v, %v; want 0700", fi.Mode(), err)
+	}
+	states := 0
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".tfstate") && !d.IsDir() {
+			states++
+			if fi, err := d.Info(); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %v, want 0600", p, fi.Mode())
+			}
+		}
+		return nil
+	})
+	if states == 0 {
+		t.Error("no Terraform state file was written")
 	}
 	got := map[string]Output{}
 	for _, o := range res.Outputs {

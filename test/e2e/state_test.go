@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -126,5 +127,21 @@ func TestDamagedStateIsRefusedAndRestored(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestSecondServerOnTheSameState: a second server on a state directory
+// another one serves from says which process holds it, and exits 1.
+func TestSecondServerOnTheSameState(t *testing.T) {
+	testenv.RequireTool(t, "nix-build", "terraform")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "server")
+	first := run(t, "nixmox-server", "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--socket", filepath.Join(dir, "a.sock"))
+	first.await(t, 0, `serving:`)
+	out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "serve", "--state-dir", state, "--listen", "127.0.0.1:0",
+		"--socket", filepath.Join(dir, "b.sock"), "--http-listen", "").CombinedOutput()
+	want := "another nixmox-server (pid " + strconv.Itoa(first.cmd.Process.Pid) + ") serves from " + state
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
+		t.Errorf("a second server: %v, want exit 1 saying %q\n%s", err, want, out)
 	}
 }
