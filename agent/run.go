@@ -96,10 +96,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
+// MaxReconnectDelay caps the agent's wait between attempts to reach the
+// server (before the jitter).
+const MaxReconnectDelay = 5 * time.Second
+
 // backoff is the wait before reconnecting: 1 s, doubling after each failed
-// attempt up to 30 s, back to 1 s once a stream was open (the backoff is
-// for failing to connect, not for losing a stream), each times a jitter
-// of 0.5 to 1.5 so that agents do not reconnect in step.
+// attempt up to MaxReconnectDelay, back to 1 s once a stream was open (the
+// backoff is for failing to connect, not for losing a stream), each times a
+// jitter of 0.5 to 1.5 so that agents do not reconnect in step. The cap is
+// low: a restarted server's rollout waits on its agents, and an attempt
+// every few seconds costs a homelab's server nothing.
 type backoff struct {
 	delay  time.Duration
 	jitter func() float64 // [0, 1); nil means math/rand
@@ -114,7 +120,7 @@ func (b *backoff) next(connected bool) time.Duration {
 		j = rand.Float64
 	}
 	wait := time.Duration(float64(b.delay) * (0.5 + j()))
-	b.delay = min(b.delay*2, 30*time.Second)
+	b.delay = min(b.delay*2, MaxReconnectDelay)
 	return wait
 }
 

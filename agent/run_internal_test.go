@@ -17,7 +17,7 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 )
 
-// TestBackoff: 1 s doubling to 30 s while connecting fails, back to 1 s
+// TestBackoff: 1 s doubling to 5 s while connecting fails, back to 1 s
 // after a stream was open; the jitter scales each wait by 0.5 to 1.5.
 func TestBackoff(t *testing.T) {
 	j := 0.5 // the middle: waits are the delays themselves
@@ -26,7 +26,7 @@ func TestBackoff(t *testing.T) {
 	for _, connected := range []bool{false, false, false, false, false, false, false, true, false} {
 		got = append(got, b.next(connected).String())
 	}
-	if want := "1s 2s 4s 8s 16s 30s 30s 1s 2s"; strings.Join(got, " ") != want {
+	if want := "1s 2s 4s 5s 5s 5s 5s 1s 2s"; strings.Join(got, " ") != want {
 		t.Errorf("waits %s, want %s", strings.Join(got, " "), want)
 	}
 	j = 0

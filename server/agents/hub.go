@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -26,6 +27,9 @@ type Hub struct {
 	waiters map[string][]chan struct{}
 	subs    map[string][]chan *nixmoxv1.StageReport
 	pending map[string]*Pending
+	gone    map[string]time.Time // when each service's last stream ended
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Stream is one agent's open stream as the hub sees it: what to send down
@@ -58,6 +62,7 @@ func (h *Hub) Attach(svc string, hello *nixmoxv1.Hello, local net.Addr) *Stream 
 		close(old.closed)
 	}
 	h.streams[svc] = st
+	delete(h.gone, svc)
 	for _, w := range h.waiters[svc] {
 		close(w)
 	}
@@ -71,7 +76,30 @@ func (h *Hub) Detach(svc string, st *Stream) {
 	defer h.mu.Unlock()
 	if h.streams[svc] == st {
 		delete(h.streams, svc)
+		if h.gone == nil {
+			h.gone = map[string]time.Time{}
+		}
+		h.gone[svc] = h.now()
 	}
+}
+
+func (h *Hub) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// DisconnectedSince reports when the service's agent's stream ended, if it
+// had one and is not connected now.
+func (h *Hub) DisconnectedSince(svc string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.streams[svc] != nil {
+		return time.Time{}, false
+	}
+	t, ok := h.gone[svc]
+	return t, ok
 }
 
 // Report hands a stage report of the service's agent to its subscribers;

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,5 +221,42 @@ func TestVerifyWithNothingDeployed(t *testing.T) {
 	}
 	if err := v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")); err != nil {
 		t.Errorf("healthy: %v", err)
+	}
+}
+
+// TestVerifyFailsFastOnADisconnectedAgent: an agent that went away while
+// its generation was being verified fails the step after the grace,
+// saying it is disconnected and since when — not after the whole health
+// timeout, blaming health; one that comes back within the grace is waited
+// for.
+func TestVerifyFailsFastOnADisconnectedAgent(t *testing.T) {
+	st, hub := newStore(t), &agents.Hub{}
+	m := testManifest(t, webService) // health_check_timeout 20 s
+	a := attach(t, hub, &nixmoxv1.Hello{})
+	hub.Expect("web", 1, false)
+	v := &Verify{Store: st, Agents: hub, Deliver: &Deliver{Agents: hub}, Grace: 200 * time.Millisecond, Tick: 10 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")) }()
+	a.report(1, nixmoxv1.Stage_STAGE_SWITCHED, "")
+	hub.Detach("web", a.stream)
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "the agent of web has been disconnected since ") || !strings.Contains(err.Error(), "cannot report generation 1") {
+		t.Errorf("verify on a disconnected agent: %v", err)
+	}
+
+	// Back within the grace: the verify goes on and confirms.
+	hub.Expect("web", 2, false)
+	v.Grace = 10 * time.Second
+	go func() { done <- v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")) }()
+	a = attach(t, hub, &nixmoxv1.Hello{})
+	hub.Detach("web", a.stream)
+	a = attach(t, hub, &nixmoxv1.Hello{})
+	a.report(2, nixmoxv1.Stage_STAGE_HEALTHY, "")
+	if c := a.next().GetConfirm(); c.GetGeneration() != 2 {
+		t.Fatalf("sent %v, want a confirmation of 2", c)
+	}
+	a.report(2, nixmoxv1.Stage_STAGE_CONFIRMED, "")
+	if err := <-done; err != nil {
+		t.Errorf("an agent back within the grace: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ type Agents interface {
 	ReachedAt(svc string) net.Addr
 	Expect(svc string, gen int64, noRollback bool)
 	Take(svc string) *agents.Pending
+	DisconnectedSince(svc string) (time.Time, bool)
 }
 
 var _ Agents = (*agents.Hub)(nil)

@@ -29,7 +29,17 @@ type Verify struct {
 	Build   *Build
 	Deliver *Deliver
 	Log     hclog.Logger
+	// Grace is how long the step waits for an agent that disconnected
+	// before it fails, saying so (0 = DefaultGrace); Tick is how often it
+	// looks (0 = a second).
+	Grace, Tick time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
+
+// DefaultGrace is how long a verify step waits for a disconnected agent to
+// come back: enough for a restart, not the whole health_check_timeout.
+const DefaultGrace = 20 * time.Second
 
 // Fingerprint implements Runner: the same inputs as the service's nix
 // step.
@@ -54,9 +64,26 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 	defer p.Cancel()
 	wait, cancel := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
 	defer cancel()
+	grace, tick, now := v.Grace, v.Tick, v.Now
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	if tick <= 0 {
+		tick = time.Second
+	}
+	if now == nil {
+		now = time.Now
+	}
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
 	var failure string
 	for {
 		select {
+		case <-ticker.C:
+			if since, gone := v.Agents.DisconnectedSince(svc.Name); gone && now().Sub(since) >= grace {
+				return fmt.Errorf("the agent of %s has been disconnected since %s (%s): it cannot report generation %d",
+					svc.Name, since.Format(time.TimeOnly), now().Sub(since).Round(time.Second), p.Generation)
+			}
 		case r := <-p.Reports:
 			if r.GetGeneration() != p.Generation {
 				continue
