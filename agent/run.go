@@ -215,6 +215,7 @@ type state struct {
 	health          nixmoxv1.Health // the monitor's last result
 	failedGen       int64           // the last generation that failed
 	failure         string
+	unconfirmedGen  int64                       // a healthy generation rolled back for want of the server's confirmation
 	activeSpec      *health.Spec                // the active generation's checks
 	cancelApply     func()                      // stops the generation being applied
 	next            *nixmoxv1.DesiredGeneration // a newer one, to apply after it
@@ -230,6 +231,11 @@ func newState(cfg Config, log hclog.Logger) *state {
 		"NIXMOX_STATE_DIR=" + cfg.StateDir,
 		"NIXMOX_SECRETS_DIR=" + filepath.Join(cfg.StateDir, "secrets"),
 	}}
+	st.sw.Unconfirmed = func(gen int64) {
+		st.mu.Lock()
+		st.unconfirmedGen = gen
+		st.mu.Unlock()
+	}
 	return st
 }
 
@@ -255,14 +261,19 @@ func (st *state) stage(g int64, s Stage, text string) {
 	} else {
 		st.log.Info("stage", "generation", g, "stage", s)
 	}
-	if s == Healthy {
+	if s == Healthy || s == Failed {
+		// A failed generation is no longer waiting for a confirmation, even
+		// while it is being rolled back.
 		st.mu.Lock()
 		if st.applying == g {
-			st.applyingHealthy = true
+			st.applyingHealthy = s == Healthy
 		}
 		st.mu.Unlock()
 	}
-	st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(s), Log: text}}})
+	st.mu.Lock()
+	unconfirmed := (s == Failed || s == RolledBack) && st.unconfirmedGen == g
+	st.mu.Unlock()
+	st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(s), Log: text, Unconfirmed: unconfirmed}}})
 }
 
 // desired starts applying a generation, unless it is the one already
@@ -415,7 +426,7 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	}
 	st.mu.Lock()
 	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version, Health: st.health,
-		FailedGeneration: st.failedGen, Failure: st.failure}
+		FailedGeneration: st.failedGen, Failure: st.failure, FailureUnconfirmed: st.failedGen != 0 && st.failedGen == st.unconfirmedGen}
 	st.mu.Unlock()
 	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err

@@ -61,6 +61,9 @@ type Switcher struct {
 	Prober  health.Prober
 	// Report is told every stage with its log; never secrets.
 	Report func(generation int64, stage Stage, log string)
+	// Unconfirmed, if set, is told of a healthy generation the server did
+	// not confirm in time, before its rollback is reported.
+	Unconfirmed func(generation int64)
 	// After is the clock for the confirmation timeout; nil means time.After.
 	After func(time.Duration) <-chan time.Time
 	// Env is added to the activation's environment (NIXMOX_STATE_DIR,
@@ -123,6 +126,9 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 		s.report(d.Generation, Confirmed, "")
 		return nil
 	case <-after(timeout):
+		if s.Unconfirmed != nil {
+			s.Unconfirmed(d.Generation)
+		}
 		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was not confirmed by the server within %s", d.Generation, timeout))
 	case <-ctx.Done():
 		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was superseded before the server confirmed it: %w", d.Generation, ctx.Err()))
@@ -150,7 +156,7 @@ func (s *Switcher) rollback(ctx context.Context, gen int64, prev int, cause erro
 	if err != nil {
 		return fmt.Errorf("%w; reactivating profile generation %d failed: %v", cause, prev, err)
 	}
-	s.report(gen, RolledBack, fmt.Sprintf("back on profile generation %d", prev))
+	s.report(gen, RolledBack, fmt.Sprintf("back on profile generation %d: %v", prev, cause))
 	return fmt.Errorf("%w; rolled back to profile generation %d", cause, prev)
 }
 

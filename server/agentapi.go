@@ -143,11 +143,13 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 	}
 	st := a.Hub.Attach(svc, hello, local)
 	log.Info("agent connected", "generation", hello.GetActiveGeneration(), "health", hello.GetHealth())
-	if fg := hello.GetFailedGeneration(); fg != 0 {
+	if fg := hello.GetFailedGeneration(); fg != 0 && hello.GetApplying() != fg {
 		// Reports sent while the stream was down are lost: the hello tells
-		// whoever waits for that generation how it ended.
-		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure()})
-		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect"})
+		// whoever waits for that generation how it ended — and whether it
+		// was only for want of this server's confirmation.
+		unconfirmed := hello.GetFailureUnconfirmed()
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure(), Unconfirmed: unconfirmed})
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect: " + hello.GetFailure(), Unconfirmed: unconfirmed})
 	}
 	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
 		// What the agent's monitor saw while it was away is its health now.

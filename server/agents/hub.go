@@ -102,15 +102,14 @@ func (h *Hub) DisconnectedSince(svc string) (time.Time, bool) {
 	return t, ok
 }
 
-// Report hands a stage report of the service's agent to its subscribers;
-// a confirmed generation becomes the agent's active one in its state.
+// Report hands a stage report of the service's agent to its subscribers,
+// and keeps the agent's state current with it: the server acts on what the
+// agent reported last, not on what it said when it connected.
 func (h *Hub) Report(svc string, r *nixmoxv1.StageReport) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if st := h.streams[svc]; st != nil && r.GetStage() == nixmoxv1.Stage_STAGE_CONFIRMED {
-		state := proto.Clone(st.state).(*nixmoxv1.Hello)
-		state.ActiveGeneration, state.Applying, state.ApplyingHealthy = r.GetGeneration(), 0, false
-		st.state = state
+	if st := h.streams[svc]; st != nil {
+		st.state = advance(st.state, r)
 	}
 	for _, ch := range h.subs[svc] {
 		select {
@@ -118,6 +117,34 @@ func (h *Hub) Report(svc string, r *nixmoxv1.StageReport) {
 		default: // a subscriber 64 behind loses reports
 		}
 	}
+}
+
+// advance is the agent's state after report r.
+func advance(state *nixmoxv1.Hello, r *nixmoxv1.StageReport) *nixmoxv1.Hello {
+	s := proto.Clone(state).(*nixmoxv1.Hello)
+	g := r.GetGeneration()
+	switch r.GetStage() {
+	case nixmoxv1.Stage_STAGE_PULLED, nixmoxv1.Stage_STAGE_SWITCHED:
+		s.Applying, s.ApplyingHealthy = g, false
+	case nixmoxv1.Stage_STAGE_HEALTHY:
+		s.Applying, s.ApplyingHealthy = g, true
+	case nixmoxv1.Stage_STAGE_CONFIRMED:
+		s.ActiveGeneration, s.Applying, s.ApplyingHealthy = g, 0, false
+	case nixmoxv1.Stage_STAGE_FAILED:
+		s.FailedGeneration, s.FailureUnconfirmed, s.ApplyingHealthy = g, r.GetUnconfirmed(), false
+		if r.GetLog() != "" {
+			s.Failure = r.GetLog()
+		}
+	case nixmoxv1.Stage_STAGE_ROLLED_BACK:
+		if s.FailedGeneration != g || s.Failure == "" {
+			s.Failure = r.GetLog() // its failure report was lost: this one says why too
+		}
+		s.FailedGeneration, s.FailureUnconfirmed = g, r.GetUnconfirmed()
+		if s.Applying == g {
+			s.Applying, s.ApplyingHealthy = 0, false
+		}
+	}
+	return s
 }
 
 // Subscribe delivers the service's stage reports from now on, until cancel
@@ -141,6 +168,13 @@ func (h *Hub) Subscribe(svc string) (reports <-chan *nixmoxv1.StageReport, cance
 			}
 		}
 	}
+}
+
+// Subscribers is how many subscriptions to the service's reports are open.
+func (h *Hub) Subscribers(svc string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[svc])
 }
 
 // State returns the service's connected agent's state: its hello, with
@@ -220,6 +254,13 @@ func (h *Hub) Send(ctx context.Context, svc string, msg *nixmoxv1.ConnectRespons
 type Pending struct {
 	Generation int64
 	NoRollback bool // the agent leaves it in place when it fails
+	// Resumed is set for a generation a previous server process handed
+	// out: if the agent reverted it for want of a confirmation, that was
+	// the server's absence, and it is asked for again (once).
+	Resumed bool
+	// Asked is set when the generation was just asked for again: reports
+	// of its earlier attempt are stale until the agent starts it anew.
+	Asked bool
 	Reports    <-chan *nixmoxv1.StageReport
 	// Cancel ends the subscription; the verify step calls it when done.
 	Cancel func()

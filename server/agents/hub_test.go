@@ -3,6 +3,7 @@ package agents
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -141,5 +142,33 @@ func TestExpectAndTake(t *testing.T) {
 	h.mu.Unlock()
 	if subs != 1 {
 		t.Errorf("%d subscriptions of web, want 1: the replaced expectation's was not cancelled", subs)
+	}
+}
+
+// TestStateFollowsReports: the agent's state is what it reported last —
+// applying, healthy, confirmed, failed (and why, and whether only for want
+// of a confirmation), rolled back — not what it said when it connected.
+func TestStateFollowsReports(t *testing.T) {
+	var h Hub
+	h.Attach("web", &nixmoxv1.Hello{ActiveGeneration: 4, Applying: 5}, nil) // it connected mid-switch
+	for _, tc := range []struct {
+		r    *nixmoxv1.StageReport
+		want string
+	}{
+		{&nixmoxv1.StageReport{Generation: 5, Stage: nixmoxv1.Stage_STAGE_HEALTHY}, "active:4 applying:5 healthy:true failed:0 unconfirmed:false failure:"},
+		{&nixmoxv1.StageReport{Generation: 5, Stage: nixmoxv1.Stage_STAGE_FAILED, Unconfirmed: true, Log: "not confirmed within 30s"}, "active:4 applying:5 healthy:false failed:5 unconfirmed:true failure:not confirmed within 30s"},
+		{&nixmoxv1.StageReport{Generation: 5, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Unconfirmed: true, Log: "back on 4"}, "active:4 applying:0 healthy:false failed:5 unconfirmed:true failure:not confirmed within 30s"},
+		{&nixmoxv1.StageReport{Generation: 5, Stage: nixmoxv1.Stage_STAGE_SWITCHED}, "active:4 applying:5 healthy:false failed:5 unconfirmed:true failure:not confirmed within 30s"},
+		{&nixmoxv1.StageReport{Generation: 5, Stage: nixmoxv1.Stage_STAGE_CONFIRMED}, "active:5 applying:0 healthy:false failed:5 unconfirmed:true failure:not confirmed within 30s"},
+		// A rollback whose failure report was lost carries the cause.
+		{&nixmoxv1.StageReport{Generation: 6, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "back on 5: unhealthy"}, "active:5 applying:0 healthy:false failed:6 unconfirmed:false failure:back on 5: unhealthy"},
+	} {
+		h.Report("web", tc.r)
+		s, _ := h.State("web")
+		got := fmt.Sprintf("active:%d applying:%d healthy:%t failed:%d unconfirmed:%t failure:%s", s.GetActiveGeneration(), s.GetApplying(),
+			s.GetApplyingHealthy(), s.GetFailedGeneration(), s.GetFailureUnconfirmed(), s.GetFailure())
+		if got != tc.want {
+			t.Errorf("after %v:\n got %s\nwant %s", tc.r, got, tc.want)
+		}
 	}
 }

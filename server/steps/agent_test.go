@@ -167,7 +167,18 @@ func TestVerifyReattaches(t *testing.T) {
 				a.report(3, nixmoxv1.Stage_STAGE_CONFIRMED, "")
 			}},
 		{name: "failed", hello: &nixmoxv1.Hello{ActiveGeneration: 2, FailedGeneration: 3, Failure: "readiness timed out"},
-			err: "the agent of web failed generation 3: readiness timed out"},
+			err: "the agent of web found generation 3 unhealthy and rolled it back: readiness timed out — it is tried again when the manifest or its closure changes, or with apply --force"},
+		{name: "reverted unconfirmed", hello: &nixmoxv1.Hello{ActiveGeneration: 2, FailedGeneration: 3, Failure: "generation 3 was not confirmed by the server within 30s", FailureUnconfirmed: true},
+			agent: func(a *agentSide) {
+				if d := a.next().GetDesired(); d.GetGeneration() != 3 {
+					a.t.Errorf("sent %v, want generation 3 again", d)
+				}
+				a.report(3, nixmoxv1.Stage_STAGE_HEALTHY, "")
+				if c := a.next().GetConfirm(); c.GetGeneration() != 3 {
+					a.t.Errorf("sent %v, want a confirmation of 3", c)
+				}
+				a.report(3, nixmoxv1.Stage_STAGE_CONFIRMED, "")
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,4 +270,89 @@ func TestVerifyFailsFastOnADisconnectedAgent(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("an agent back within the grace: %v", err)
 	}
+}
+
+// TestVerifyAsksAgainForAnUnconfirmedRevert: a generation the agent rolled
+// back only because the server did not confirm it in time is handed out
+// again and verified; a rollback whose failure report was lost still names
+// its cause.
+func TestVerifyAsksAgainForAnUnconfirmedRevert(t *testing.T) {
+	st, hub := newStore(t), &agents.Hub{}
+	m := testManifest(t, webService)
+	if err := st.PutGeneration("web", store.Generation{Number: 4, StorePath: "/nix/store/ddd-web"}); err != nil {
+		t.Fatal(err)
+	}
+	// A server restarted while the agent still held generation 4 (it
+	// handed it out before it died): the resumed verify waits for it.
+	a := attach(t, hub, &nixmoxv1.Hello{ActiveGeneration: 3, Applying: 4})
+	v := &Verify{Store: st, Agents: hub, Deliver: &Deliver{Agents: hub}}
+	done := make(chan error, 1)
+	go func() { done <- v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")) }()
+	waitSubscribed(t, hub, "web")
+	hub.Report("web", &nixmoxv1.StageReport{Generation: 4, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Unconfirmed: true,
+		Log: "back on profile generation 3: generation 4 was not confirmed by the server within 30s"})
+	if d := a.next().GetDesired(); d.GetGeneration() != 4 || d.GetStorePath() != "/nix/store/ddd-web" {
+		t.Fatalf("sent %v, want generation 4 again", d)
+	}
+	a.report(4, nixmoxv1.Stage_STAGE_HEALTHY, "")
+	if c := a.next().GetConfirm(); c.GetGeneration() != 4 {
+		t.Fatalf("sent %v, want a confirmation", c)
+	}
+	a.report(4, nixmoxv1.Stage_STAGE_CONFIRMED, "")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// An unhealthy one whose failure report was lost: the rollback's own
+	// log is the cause.
+	if err := st.PutGeneration("web", store.Generation{Number: 5, StorePath: "/nix/store/eee-web"}); err != nil {
+		t.Fatal(err)
+	}
+	hub.Expect("web", 5, false)
+	go func() { done <- v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")) }()
+	a.report(5, nixmoxv1.Stage_STAGE_ROLLED_BACK, "back on profile generation 4: generation 5 is unhealthy: liveness exited 1")
+	if err := <-done; err == nil || err.Error() != "the agent rolled web back: back on profile generation 4: generation 5 is unhealthy: liveness exited 1" {
+		t.Errorf("a rollback without its failure report: %v", err)
+	}
+}
+
+// TestVerifyNamesAGenerationThatCutsItsAgentOff: a generation reverted for
+// want of a confirmation while this server was up, after the agent lost
+// its stream (the generation broke the agent's link), fails — it is not
+// asked for again and again.
+func TestVerifyNamesAGenerationThatCutsItsAgentOff(t *testing.T) {
+	st, hub := newStore(t), &agents.Hub{}
+	m := testManifest(t, webService)
+	a := attach(t, hub, &nixmoxv1.Hello{ActiveGeneration: 3})
+	hub.Expect("web", 4, false)
+	v := &Verify{Store: st, Agents: hub, Deliver: &Deliver{Agents: hub}}
+	done := make(chan error, 1)
+	go func() { done <- v.Run(testCtx(t), &Job{M: m}, step(plan.Verify, "web")) }()
+	a.report(4, nixmoxv1.Stage_STAGE_SWITCHED, "")
+	hub.Detach("web", a.stream) // its route to the server is gone
+	a = attach(t, hub, &nixmoxv1.Hello{ActiveGeneration: 3, FailedGeneration: 4, FailureUnconfirmed: true})
+	hub.Report("web", &nixmoxv1.StageReport{Generation: 4, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Unconfirmed: true,
+		Log: "reported on reconnect: generation 4 was not confirmed by the server within 5s"})
+	err := <-done
+	if err == nil || err.Error() != "generation 4 of web was rolled back by its agent, which could not reach the server to have it confirmed (does the generation cut the agent off?): reported on reconnect: generation 4 was not confirmed by the server within 5s" {
+		t.Errorf("%v", err)
+	}
+	select {
+	case m := <-a.stream.Outgoing():
+		t.Errorf("the server asked again: %v", m)
+	default:
+	}
+}
+
+// waitSubscribed waits until a verify step subscribed to the service's
+// reports (it reads the agent's state first).
+func waitSubscribed(t *testing.T, hub *agents.Hub, svc string) {
+	t.Helper()
+	for range 1000 {
+		if hub.Subscribers(svc) > 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the verify step never subscribed to the agent's reports")
 }

@@ -88,6 +88,12 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 			if r.GetGeneration() != p.Generation {
 				continue
 			}
+			switch st := r.GetStage(); {
+			case st == nixmoxv1.Stage_STAGE_PULLED || st == nixmoxv1.Stage_STAGE_SWITCHED:
+				p.Asked = false // the attempt asked for has started
+			case p.Asked && (st == nixmoxv1.Stage_STAGE_FAILED || st == nixmoxv1.Stage_STAGE_ROLLED_BACK):
+				continue // the end of the earlier attempt, told again on reconnect
+			}
 			switch r.GetStage() {
 			case nixmoxv1.Stage_STAGE_HEALTHY:
 				if err := v.Agents.Send(ctx, svc.Name, confirm(p.Generation)); err != nil {
@@ -101,6 +107,27 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 					return fmt.Errorf("%s: %s", svc.Name, failure)
 				}
 			case nixmoxv1.Stage_STAGE_ROLLED_BACK:
+				if r.GetUnconfirmed() {
+					if !p.Resumed {
+						// This server was up, waiting to confirm it: the agent
+						// could not reach it — the generation cut it off.
+						return fmt.Errorf("generation %d of %s was rolled back by its agent, which could not reach the server to have it confirmed (does the generation cut the agent off?): %s",
+							p.Generation, svc.Name, orNoCause(r.GetLog()))
+					}
+					// Healthy, and reverted only because the server that
+					// handed it out went away: ask again, once.
+					if err := v.askAgain(ctx, svc, p.Generation); err != nil {
+						return err
+					}
+					p.Resumed, p.Asked, failure = false, true, ""
+					continue
+				}
+				if failure == "" {
+					failure = r.GetLog() // its failure report was lost on the way
+				}
+				if failure == "" {
+					failure = "the agent gave no cause"
+				}
 				return fmt.Errorf("the agent rolled %s back: %s", svc.Name, failure)
 			}
 		case <-wait.Done():
@@ -143,16 +170,20 @@ func (v *Verify) reattach(ctx context.Context, m *manifest.Manifest, svc *manife
 		return nil, v.markHealthy(svc.Name, last.Number)
 	case state.GetApplying() == last.Number && state.GetApplyingHealthy():
 		err = v.Agents.Send(ctx, svc.Name, confirm(last.Number))
-	case state.GetFailedGeneration() == last.Number && state.GetApplying() != last.Number:
+	case state.GetFailedGeneration() == last.Number && state.GetApplying() != last.Number && !state.GetFailureUnconfirmed():
 		cancel()
-		return nil, fmt.Errorf("the agent of %s failed generation %d: %s", svc.Name, last.Number, state.GetFailure())
+		return nil, fmt.Errorf("the agent of %s found generation %d unhealthy and rolled it back: %s — it is tried again when the manifest or its closure changes, or with apply --force",
+			svc.Name, last.Number, orNoCause(state.GetFailure()))
 	case state.GetApplying() == last.Number:
-		// Still checking it: its reports will come.
+		// Still checking it (or rolling it back): its reports will come.
+		p.Resumed = true
 		if v.Log != nil {
 			v.Log.Info("waiting for the agent to finish checking", "service", svc.Name, "generation", last.Number)
 		}
 	default:
-		// The agent rolled it back (or never got it): ask again.
+		// The agent reverted it for want of a confirmation (this server was
+		// away), or never got it: ask again.
+		p.Asked = true
 		err = v.Agents.Send(ctx, svc.Name, v.Deliver.desired(svc, last.Number, last.StorePath, false))
 	}
 	if err != nil {
@@ -160,6 +191,30 @@ func (v *Verify) reattach(ctx context.Context, m *manifest.Manifest, svc *manife
 		return nil, err
 	}
 	return p, nil
+}
+
+// askAgain hands the agent generation gen again (its recorded store path).
+func (v *Verify) askAgain(ctx context.Context, svc *manifest.Service, gen int64) error {
+	gens, err := v.Store.Generations(svc.Name)
+	if err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if g.Number == gen {
+			if v.Log != nil {
+				v.Log.Info("the agent reverted a generation this server had not confirmed; asking again", "service", svc.Name, "generation", gen)
+			}
+			return v.Agents.Send(ctx, svc.Name, v.Deliver.desired(svc, gen, g.StorePath, false))
+		}
+	}
+	return fmt.Errorf("generation %d of %s is not recorded", gen, svc.Name)
+}
+
+func orNoCause(s string) string {
+	if s == "" {
+		return "the agent gave no cause"
+	}
+	return s
 }
 
 func (v *Verify) markHealthy(service string, gen int64) error {

@@ -335,9 +335,14 @@ type Hello struct {
 	// learns of it; failure is why.
 	FailedGeneration int64 `protobuf:"varint,6,opt,name=failed_generation,json=failedGeneration,proto3" json:"failed_generation,omitempty"`
 	// failure is why failed_generation was rolled back.
-	Failure       string `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Failure string `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
+	// failure_unconfirmed is set when failed_generation was healthy and was
+	// rolled back only because the server did not confirm it in time (it
+	// was away): the server asks for it again, where an unhealthy one is
+	// retried only when the manifest or its closure changed, or with force.
+	FailureUnconfirmed bool `protobuf:"varint,8,opt,name=failure_unconfirmed,json=failureUnconfirmed,proto3" json:"failure_unconfirmed,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -419,6 +424,13 @@ func (x *Hello) GetFailure() string {
 	return ""
 }
 
+func (x *Hello) GetFailureUnconfirmed() bool {
+	if x != nil {
+		return x.FailureUnconfirmed
+	}
+	return false
+}
+
 // StageReport reports progress on a generation.
 type StageReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -427,7 +439,11 @@ type StageReport struct {
 	// stage reached.
 	Stage Stage `protobuf:"varint,2,opt,name=stage,proto3,enum=nixmox.v1.Stage" json:"stage,omitempty"`
 	// log is the stage's output (never secrets).
-	Log           string `protobuf:"bytes,3,opt,name=log,proto3" json:"log,omitempty"`
+	Log string `protobuf:"bytes,3,opt,name=log,proto3" json:"log,omitempty"`
+	// unconfirmed, on STAGE_FAILED and STAGE_ROLLED_BACK, says the generation
+	// was healthy and is rolled back only because the server did not
+	// confirm it in time.
+	Unconfirmed   bool `protobuf:"varint,4,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,6 +497,13 @@ func (x *StageReport) GetLog() string {
 		return x.Log
 	}
 	return ""
+}
+
+func (x *StageReport) GetUnconfirmed() bool {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return false
 }
 
 // HealthReport reports a health check's result when it changes, and (as a
@@ -979,7 +1002,7 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x10.nixmox.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\x05stage\x18\x02 \x01(\v2\x16.nixmox.v1.StageReportH\x00R\x05stage\x121\n" +
 	"\x06health\x18\x03 \x01(\v2\x17.nixmox.v1.HealthReportH\x00R\x06healthB\t\n" +
-	"\amessage\"\x92\x02\n" +
+	"\amessage\"\xc3\x02\n" +
 	"\x05Hello\x12+\n" +
 	"\x11active_generation\x18\x01 \x01(\x03R\x10activeGeneration\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12#\n" +
@@ -987,13 +1010,15 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\bapplying\x18\x04 \x01(\x03R\bapplying\x12)\n" +
 	"\x10applying_healthy\x18\x05 \x01(\bR\x0fapplyingHealthy\x12+\n" +
 	"\x11failed_generation\x18\x06 \x01(\x03R\x10failedGeneration\x12\x18\n" +
-	"\afailure\x18\a \x01(\tR\afailure\"g\n" +
+	"\afailure\x18\a \x01(\tR\afailure\x12/\n" +
+	"\x13failure_unconfirmed\x18\b \x01(\bR\x12failureUnconfirmed\"\x89\x01\n" +
 	"\vStageReport\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
 	"generation\x12&\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x10.nixmox.v1.StageR\x05stage\x12\x10\n" +
-	"\x03log\x18\x03 \x01(\tR\x03log\"\xb4\x01\n" +
+	"\x03log\x18\x03 \x01(\tR\x03log\x12 \n" +
+	"\vunconfirmed\x18\x04 \x01(\bR\vunconfirmed\"\xb4\x01\n" +
 	"\fHealthReport\x12\x14\n" +
 	"\x05check\x18\x01 \x01(\tR\x05check\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12\x16\n" +
