@@ -260,8 +260,8 @@ type Pending struct {
 	Resumed bool
 	// Asked is set when the generation was just asked for again: reports
 	// of its earlier attempt are stale until the agent starts it anew.
-	Asked bool
-	Reports    <-chan *nixmoxv1.StageReport
+	Asked   bool
+	Reports <-chan *nixmoxv1.StageReport
 	// Cancel ends the subscription; the verify step calls it when done.
 	Cancel func()
 }
