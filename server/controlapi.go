@@ -211,7 +211,7 @@ func (c *ControlAPI) History(ctx context.Context, req *nixmoxv1.HistoryRequest) 
 	}
 	resp := &nixmoxv1.HistoryResponse{}
 	for _, r := range rs {
-		sum := &nixmoxv1.RolloutSummary{Id: r.ID, Started: timestamppb.New(r.Started), Ok: r.OK, Who: r.Who}
+		sum := &nixmoxv1.RolloutSummary{Id: r.ID, Started: timestamppb.New(r.Started), Ok: r.OK, Who: r.Who, Summary: r.Summary}
 		if !r.Finished.IsZero() {
 			sum.Finished = timestamppb.New(r.Finished)
 		}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/nixmox/nixmox/pkg/api"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
@@ -56,6 +60,10 @@ the failed steps first, then the held ones, then the rest.
 With --output json only the final summary is printed: {"rollout", "ok",
 "summary", "steps": [{"id", "state", "cause", "needs", "root"}]} — for a held
 step, needs is the step it waited for and root the failed step behind it.
+
+If the server goes away mid-rollout, apply waits (up to 10 minutes) for it to
+come back, follows the rollout the restarted server resumes, and ends with its
+real result.
 
 The exit code is 0 only if every selected step succeeded or was unchanged; a
 service its agent rolled back is a failed deploy (1).`,
@@ -134,15 +142,31 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 	defer stopLive()
 	final := map[string]*stepSummary{}
 	var order []string
-	for {
+	rolloutID := ""
+	recv := func() (*nixmoxv1.RolloutEvent, error) {
 		resp, err := stream.Recv()
+		return resp.GetEvent(), err
+	}
+	for {
+		e, err := recv()
 		if err == io.EOF {
 			return fmt.Errorf("the server ended the rollout without a summary")
 		}
 		if err != nil {
-			return err
+			if status.Code(err) != codes.Unavailable || rolloutID == "" || opts.DryRun {
+				return err
+			}
+			// The server went away mid-rollout: a restarted one resumes
+			// it, and this apply follows it to its real end.
+			fmt.Fprintf(opts.Factory.IO.ErrOut, "nixmox-cli: the server went away (%s); following rollout %s when it is back\n", status.Convert(err).Message(), rolloutID)
+			if recv, err = follow(cmd.Context(), client, rolloutID); err != nil {
+				return err
+			}
+			continue
 		}
-		e := resp.GetEvent()
+		if e.GetRolloutId() != "" {
+			rolloutID = e.GetRolloutId()
+		}
 		if id := e.GetStep(); id != "" {
 			if final[id] == nil {
 				final[id] = &stepSummary{ID: id}
@@ -175,6 +199,69 @@ func applyRun(cmd *cobra.Command, opts *ApplyOptions) error {
 		}
 		return nil
 	}
+}
+
+// FollowTimeout bounds how long apply waits for a server that went away
+// to come back and finish the rollout.
+const FollowTimeout = 10 * time.Minute
+
+// follow waits (up to FollowTimeout) for the server to come back and
+// returns the rest of rollout id's events: those a resumed rollout
+// broadcasts, or — when it already ended — its stored steps and its end.
+func follow(ctx context.Context, client nixmoxv1.ControlServiceClient, id string) (func() (*nixmoxv1.RolloutEvent, error), error) {
+	ctx, cancel := context.WithTimeout(ctx, FollowTimeout)
+	// Watch first, so that nothing the resumed rollout says is missed
+	// between the look at history and the subscription.
+	watch, err := client.Watch(ctx, &nixmoxv1.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("following rollout %s: %w", id, err)
+	}
+	if _, err := watch.Recv(); err != nil { // "watching rollouts": subscribed
+		cancel()
+		return nil, fmt.Errorf("following rollout %s: %w", id, err)
+	}
+	hist, err := client.History(ctx, &nixmoxv1.HistoryRequest{Limit: 50}, grpc.WaitForReady(true))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("following rollout %s: %w", id, err)
+	}
+	for _, r := range hist.GetRollouts() {
+		if r.GetId() != id || r.GetFinished() == nil {
+			continue
+		}
+		// It ended while we were away: its stored steps, then its end.
+		logs, err := client.Logs(ctx, &nixmoxv1.LogsRequest{RolloutId: id})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		ended := false
+		return func() (*nixmoxv1.RolloutEvent, error) {
+			if ended {
+				cancel()
+				return nil, io.EOF
+			}
+			resp, err := logs.Recv()
+			if err == io.EOF {
+				ended = true
+				return &nixmoxv1.RolloutEvent{RolloutId: id, Time: r.GetFinished(), Done: true, Ok: r.GetOk(), Message: "(resumed by the restarted server) " + r.GetSummary()}, nil
+			}
+			return resp.GetEvent(), err
+		}, nil
+	}
+	return func() (*nixmoxv1.RolloutEvent, error) {
+		for {
+			resp, err := watch.Recv()
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			if e := resp.GetEvent(); e.GetRolloutId() == id {
+				return e, nil
+			}
+		}
+	}, nil
 }
 
 // rolloutSummary is apply's final report; with --output json it is the

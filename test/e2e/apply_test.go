@@ -276,7 +276,8 @@ func restartable(t *testing.T, dir, socket string) (addr string, serve func() *p
 // TestServerKilledMidRollout SIGKILLs the server while an agent is still
 // checking a generation; the restarted server resumes the rollout, skips
 // what had succeeded, confirms the generation once the agent reports it
-// healthy, and finishes it.
+// healthy, and finishes it — and the apply that started it follows it
+// across the restart and exits with its real end.
 func TestServerKilledMidRollout(t *testing.T) {
 	testenv.RequireTool(t, "nix-build")
 	dir := t.TempDir()
@@ -312,6 +313,13 @@ func TestServerKilledMidRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.await(t, next, `rollout finished: .*ok=true`)
+	// The apply that started it followed the resumed rollout to its end.
+	apply.await(t, 0, `following rollout \S+ when it is back`)
+	apply.await(t, 0, `rollout \S+: .*succeeded`)
+	<-apply.done
+	if code := apply.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("apply exited %d after following the resumed rollout:\n%s", code, apply.log())
+	}
 	log := srv.log()
 	for _, step := range []string{"tf:infra", "nix:service-config:a", "verify:a", "nix:service-config:b"} {
 		if !strings.Contains(log, "step="+step+" state=skipped") || strings.Contains(log, "step="+step+" state=running") {

@@ -1063,7 +1063,9 @@ type RolloutSummary struct {
 	// ok is set when every selected step succeeded.
 	Ok bool `protobuf:"varint,5,opt,name=ok,proto3" json:"ok,omitempty"`
 	// who started it (the client's identity).
-	Who           string `protobuf:"bytes,6,opt,name=who,proto3" json:"who,omitempty"`
+	Who string `protobuf:"bytes,6,opt,name=who,proto3" json:"who,omitempty"`
+	// summary counts its steps' ends: "3 succeeded, 1 failed (verify:web)".
+	Summary       string `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1136,6 +1138,13 @@ func (x *RolloutSummary) GetOk() bool {
 func (x *RolloutSummary) GetWho() string {
 	if x != nil {
 		return x.Who
+	}
+	return ""
+}
+
+func (x *RolloutSummary) GetSummary() string {
+	if x != nil {
+		return x.Summary
 	}
 	return ""
 }
@@ -1610,14 +1619,15 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\x0eHistoryRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"H\n" +
 	"\x0fHistoryResponse\x125\n" +
-	"\brollouts\x18\x01 \x03(\v2\x19.nixmox.v1.RolloutSummaryR\brollouts\"\xd5\x01\n" +
+	"\brollouts\x18\x01 \x03(\v2\x19.nixmox.v1.RolloutSummaryR\brollouts\"\xef\x01\n" +
 	"\x0eRolloutSummary\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rmanifest_file\x18\x02 \x01(\tR\fmanifestFile\x124\n" +
 	"\astarted\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
 	"\bfinished\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x0e\n" +
 	"\x02ok\x18\x05 \x01(\bR\x02ok\x12\x10\n" +
-	"\x03who\x18\x06 \x01(\tR\x03who\"@\n" +
+	"\x03who\x18\x06 \x01(\tR\x03who\x12\x18\n" +
+	"\asummary\x18\a \x01(\tR\asummary\"@\n" +
 	"\vLogsRequest\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x12\n" +
