@@ -23,6 +23,7 @@ import (
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/agents"
+	"github.com/nixmox/nixmox/server/local"
 	"github.com/nixmox/nixmox/server/proxmox"
 	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/steps"
@@ -179,6 +180,10 @@ func Serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 	runners.Containers.Provider = prov
+	if lp, ok := prov.(*local.Provider); ok {
+		// Its agents are supervised as systemd would on a container.
+		go lp.Supervise(ctx, time.Second, runners.Containers.Enroll, log.Named("local").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}))
+	}
 	// A socket another live server answers on is its, not a stale file.
 	if conn, err := net.DialTimeout("unix", cfg.ControlSocket, time.Second); err == nil {
 		conn.Close()

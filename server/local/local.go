@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/nixmox/nixmox/internal/localnet"
@@ -55,6 +56,8 @@ type Provider struct {
 	// NetnsPrefix starts every namespace's name ("" = "nixmox-"): the
 	// namespace of dns is nixmox-dns.
 	NetnsPrefix string
+
+	mu sync.Mutex // the inventory's writers: Ensure, Destroy, StopAgent, Supervise
 }
 
 var _ provider.Provider = (*Provider)(nil)
@@ -101,6 +104,8 @@ func (p *Provider) Netns(service string) string {
 
 // Ensure implements provider.Provider.
 func (p *Provider) Ensure(ctx context.Context, m *manifest.Manifest, services []string, all bool, enroll provider.Enroller, log io.Writer) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if log == nil {
 		log = io.Discard
 	}
@@ -350,6 +355,8 @@ func agentRunning(pid int, service, server string) bool {
 // StopAgent stops a service's agent (not its daemons), for tests and
 // maintenance; Ensure starts it again.
 func (p *Provider) StopAgent(service string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	inv, err := p.state().Load()
 	if err != nil {
 		return err
@@ -364,6 +371,8 @@ func (p *Provider) StopAgent(service string) error {
 // Destroy implements provider.Provider: every namespace with its
 // processes, the bridge, and the provider's files.
 func (p *Provider) Destroy(ctx context.Context, log io.Writer) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.state().Down(ctx, log)
 }
 
