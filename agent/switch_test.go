@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nixmox/nixmox/agent"
-	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/health"
 	"github.com/nixmox/nixmox/pkg/nix"
 )
@@ -20,28 +18,7 @@ import (
 // generation builds, with real Nix, a closure whose bin/activate writes
 // its label to state.
 func generation(t *testing.T, label, state string) string {
-	t.Helper()
-	testenv.RequireTool(t, "nix-build")
-	expr := fmt.Sprintf(`derivation {
-  name = "nixmox-test-%s";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" ''
-    /bin/mkdir -p $out/bin
-    printf '#!/bin/sh\necho %%s > %%s\n' %q %q > $out/bin/activate
-    /bin/chmod +x $out/bin/activate
-  '' ];
-}`, label, label, state)
-	f := filepath.Join(t.TempDir(), "gen.nix")
-	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// No substituters: the test builds locally and talks to no one.
-	out, err := exec.Command("nix-build", f, "--no-out-link", "--option", "substituters", "").Output()
-	if err != nil {
-		t.Fatalf("nix-build: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return agent.BuildGeneration(t, label, state)
 }
 
 type recorder struct {
