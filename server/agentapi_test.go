@@ -286,9 +286,15 @@ func TestAgentsAreTheirCertificates(t *testing.T) {
 	if err == nil || status.Code(err) == codes.Unauthenticated {
 		t.Errorf("a certificate from another CA: %v, want the handshake refused", err)
 	}
+	// (gRPC may try the connection again: every refusal must be for it.)
 	refused := f.handshakes.refused()
-	if len(refused) != 1 || !strings.Contains(refused[0].Error(), "certificate signed by unknown authority") {
-		t.Errorf("the server's refused handshakes: %v, want one, for the unknown authority", refused)
+	if len(refused) == 0 {
+		t.Error("the server refused no handshake")
+	}
+	for _, err := range refused {
+		if !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+			t.Errorf("the server refused a handshake for another reason: %v", err)
+		}
 	}
 }
 
