@@ -1,15 +1,10 @@
 package server
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // cacheFile matches what a Nix client asks a binary cache for: the cache's
@@ -44,26 +39,4 @@ func cacheHandler(dir string) http.Handler {
 		}
 		http.ServeContent(w, r, "", fi.ModTime(), f)
 	})
-}
-
-// listenTCP listens on addr with IP_FREEBIND, as systemd's FreeBind=
-// does: an address that is not on this machine yet — the local
-// provider's gateway, whose bridge comes up with the first rollout — is
-// bound now and receives once it exists.
-func listenTCP(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if network == "tcp6" {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-			} else {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
 }

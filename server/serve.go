@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -361,4 +363,23 @@ func (c *serverCerts) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) 
 	}
 	c.byIP[ip] = &cert
 	return &cert, nil
+}
+
+// listenTCP listens on addr with IP_FREEBIND, as systemd's FreeBind=
+// does: an address that is not on this machine yet — the local
+// provider's gateway, whose bridge comes up with the first rollout — is
+// bound now and receives once it exists.
+func listenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+		// Best effort: a kernel without the option (IPV6_FREEBIND came in
+		// 4.15) still binds an address that exists, and says so plainly
+		// for one that does not.
+		return c.Control(func(fd uintptr) {
+			if network == "tcp6" {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			}
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+		})
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
