@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/health"
 	"github.com/nixmox/nixmox/pkg/nix"
@@ -189,13 +190,7 @@ func enroll(ctx context.Context, cfg Config, keyPath, certPath, caPath string) e
 	return nil
 }
 
-func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+func writeFile(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
 // state is what the agent keeps across streams: a generation being applied
 // outlives the stream it came on, so that after a server restart the new

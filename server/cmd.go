@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -69,13 +70,7 @@ func NewRootCmd(ctx context.Context, stdout, stderr io.Writer, usage *bool) *cob
 CA signs every certificate); nixmox-cli and 'nixmox-server token' talk to the
 control socket, which only its owner can open.`,
 		Example: `  $ nixmox-server serve --state-dir /var/lib/nixmox --listen 10.40.0.2:7443 --host 10.40.0.2`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := cobra.NoArgs(cmd, args); err != nil {
-				*usage = true
-				return err
-			}
-			return nil
-		},
+		Args:    usageArgs(usage, cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "nixmox-server", Level: hclog.LevelFromString(logLevel), Output: stderr})
 			return Serve(ctx, cfg)
@@ -96,13 +91,7 @@ Each problem is one sentence that says how to fix it. Takes serve's flags.`,
 		Example: `  $ nixmox-server check --provider local
   $ nixmox-server check --provider proxmox --proxmox-node pve1 --proxmox-token-id 'root@pam!nixmox' \
       --proxmox-token-file /etc/nixmox/proxmox-token --proxmox-template local:vztmpl/nixos.tar.xz`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := cobra.NoArgs(cmd, args); err != nil {
-				*usage = true
-				return err
-			}
-			return nil
-		},
+		Args: usageArgs(usage, cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			findings := Check(ctx, cfg)
 			writeFindings(stdout, findings)
@@ -122,13 +111,7 @@ Each problem is one sentence that says how to fix it. Takes serve's flags.`,
 		Long: `Ask the running server for a one-time enrollment token and write the file the
 agent enrolls with (token and CA), owner-only. Deliver it to that container only.`,
 		Example: `  $ nixmox-server token vaultwarden -o /run/nixmox/enroll-vaultwarden.json`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
-				*usage = true
-				return err
-			}
-			return nil
-		},
+		Args:    usageArgs(usage, cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, err := grpc.NewClient(socketTarget(socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
@@ -145,11 +128,7 @@ agent enrolls with (token and CA), owner-only. Deliver it to that container only
 				_, err = stdout.Write(data)
 				return err
 			}
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, data, 0o600); err != nil {
-				return err
-			}
-			return os.Rename(tmp, out)
+			return atomicfile.Write(out, data, 0o600)
 		},
 	}
 	token.Flags().StringVar(&socket, "socket", DefaultSocket, "control socket")
@@ -168,13 +147,7 @@ state directory.`,
 		Example: `  $ nixmox-server cli-cert alice -o /root/alice-nixmox
   # on alice's machine, with that directory copied to ~/.config/nixmox:
   $ nixmox-cli --server nixmox.home.arpa:7445 status`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
-				*usage = true
-				return err
-			}
-			return nil
-		},
+		Args: usageArgs(usage, cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !manifest.ValidServiceName(args[0]) {
 				*usage = true
@@ -195,6 +168,18 @@ state directory.`,
 	cliCert.Flags().StringVarP(&certOut, "output", "o", "", "directory to write the key and certificates to")
 	root.AddCommand(serve, check, token, cliCert, newStateCmd(stdout, usage))
 	return root
+}
+
+// usageArgs is check, with a wrong command line marked a usage error
+// (exit 2).
+func usageArgs(usage *bool, check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			*usage = true
+			return err
+		}
+		return nil
+	}
 }
 
 // addServeFlags adds the flags of what the server serves with to serve and

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	"github.com/nixmox/nixmox/server/store"
 )
 
@@ -90,7 +91,7 @@ func openState(stateDir string) (*store.Store, error) {
 		st.Close()
 		return nil, &StateError{StateDir: stateDir, Problem: fmt.Sprintf("it is state %s, but %s says this server had state %s", id, marker, want)}
 	case want == "":
-		if err := writeAtomic(marker, []byte(id+"\n"), 0o600); err != nil {
+		if err := writeMarker(stateDir, id); err != nil {
 			st.Close()
 			return nil, fmt.Errorf("recording the state's identity: %w", err)
 		}
@@ -106,7 +107,7 @@ func backupState(st *store.Store, stateDir string, now time.Time) (string, error
 		return "", err
 	}
 	path := filepath.Join(dir, "state-"+now.UTC().Format("20060102T150405.000000000Z")+".db")
-	if err := writeWith(path, 0o600, func(w io.Writer) error { _, err := st.Backup(w); return err }); err != nil {
+	if err := writeBackup(st, path); err != nil {
 		return "", err
 	}
 	backups := listBackups(stateDir)
@@ -182,7 +183,7 @@ func restoreState(stateDir, backup string, now time.Time) (string, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(filepath.Join(stateDir, stateMarker), []byte(id+"\n"), 0o600); err != nil {
+	if err := writeMarker(stateDir, id); err != nil {
 		return "", err
 	}
 	return backup, nil
@@ -208,33 +209,12 @@ func locked(path string) (bool, error) {
 	return false, nil
 }
 
-// writeAtomic writes data to path by a temporary file and a rename.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	return writeWith(path, mode, func(w io.Writer) error { _, err := w.Write(data); return err })
-}
-
-func writeWith(path string, mode os.FileMode, write func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if err := errors.Join(write(f), f.Sync(), f.Close()); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 // claimState records this process as the one serving from stateDir; the
 // returned func removes the record, if it is still ours.
 func claimState(stateDir string) (func(), error) {
 	path := filepath.Join(stateDir, pidFile)
 	me := fmt.Sprint(os.Getpid())
-	if err := writeAtomic(path, []byte(me+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(me+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	return func() {
@@ -242,4 +222,21 @@ func claimState(stateDir string) (func(), error) {
 			_ = os.Remove(path)
 		}
 	}, nil
+}
+
+// writeMarker records, beside the CA, which state this server has.
+func writeMarker(stateDir, id string) error {
+	marker := filepath.Join(stateDir, stateMarker)
+	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(marker, []byte(id+"\n"), 0o600)
+}
+
+// writeBackup writes a consistent copy of the state to path, owner-only.
+func writeBackup(st *store.Store, path string) error {
+	return atomicfile.WriteWith(path, 0o600, func(w io.Writer) error {
+		_, err := st.Backup(w)
+		return err
+	})
 }

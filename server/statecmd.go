@@ -15,13 +15,7 @@ import (
 // start and after every rollout).
 func newStateCmd(stdout io.Writer, usage *bool) *cobra.Command {
 	var stateDir string
-	noArgs := func(cmd *cobra.Command, args []string) error {
-		if err := cobra.NoArgs(cmd, args); err != nil {
-			*usage = true
-			return err
-		}
-		return nil
-	}
+	noArgs := usageArgs(usage, cobra.NoArgs)
 	state := &cobra.Command{
 		Use:   "state",
 		Short: "Check, back up or restore the server's state file",
@@ -70,7 +64,7 @@ every rollout. These commands work on a stopped server's state.`,
 			if path == "" {
 				path, err = backupState(st, stateDir, time.Now())
 			} else {
-				err = writeWith(path, 0o600, func(w io.Writer) error { _, err := st.Backup(w); return err })
+				err = writeBackup(st, path)
 			}
 			if err != nil {
 				return err

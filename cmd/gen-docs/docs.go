@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	"github.com/nixmox/nixmox/pkg/cli"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -77,31 +78,9 @@ func WriteDocs(dir string, files map[string][]byte) error {
 		}
 	}
 	for rel, data := range files {
-		if err := writeFileAtomic(filepath.Join(dir, rel), data); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, rel), data, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", rel, err)
 		}
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it over path, so a reader never sees a half-written file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

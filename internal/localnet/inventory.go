@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/nixmox/nixmox/internal/atomicfile"
 )
 
 // Inventory is what the local provider created, written before it is
@@ -64,9 +66,5 @@ func (s State) Save(inv *Inventory) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.inventoryPath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, s.inventoryPath())
+	return atomicfile.Write(s.inventoryPath(), data, 0o600)
 }

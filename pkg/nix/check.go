@@ -73,7 +73,7 @@ func CheckBuild(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return errors.New("Nix cannot build: a one-line derivation did not build within a minute (is the store locked by another nix process, or the daemon hung?)")
 		}
-		return &BuildCheckError{Hint: buildHint(stderr.String(), os.Getenv("NIX_REMOTE")), Message: BuildStderr(stderr.String())}
+		return &BuildCheckError{Hint: buildHint(stderr.String(), os.Getenv("NIX_REMOTE")), Message: Stderr(stderr.String())}
 	}
 	return nil
 }
@@ -103,9 +103,10 @@ var reProgress = regexp.MustCompile(`^(these \d+ (derivations|paths) will be (bu
 // terminal (in some of its messages).
 var reANSI = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
-// BuildStderr is what a user needs of a build's stderr: the builders'
-// output and Nix's errors, without progress lines and warnings.
-func BuildStderr(stderr string) string {
+// Stderr is what a user needs of a Nix command's stderr: the builders'
+// output and Nix's errors, without progress lines, warnings and colour
+// escapes — or a sentence saying Nix gave no message.
+func Stderr(stderr string) string {
 	stderr = reANSI.ReplaceAllString(stderr, "")
 	var keep []string
 	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {

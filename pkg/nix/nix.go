@@ -85,7 +85,7 @@ func (r Runner) EvalJSON(ctx context.Context, path string) (string, error) {
 		}
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
-			return "", &EvalError{File: path, Message: cleanStderr(stderr.String()), Err: err}
+			return "", &EvalError{File: path, Message: Stderr(stderr.String()), Err: err}
 		}
 		return "", fmt.Errorf("running %s: %w", bin, err)
 	}
@@ -109,21 +109,7 @@ func (e *EvalError) Error() string {
 
 func (e *EvalError) Unwrap() error { return e.Err }
 
-// cleanStderr drops Nix's noise (warnings about the store, blank lines) so
-// the user sees the error and its position.
-func cleanStderr(s string) string {
-	var keep []string
-	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
-		if strings.HasPrefix(line, "warning: ") {
-			continue
-		}
-		keep = append(keep, strings.TrimRight(line, " "))
-	}
-	if len(keep) == 0 {
-		return "nix-instantiate failed without a message"
-	}
-	return strings.Join(keep, "\n")
-}
+
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ")

@@ -28,8 +28,6 @@ type Hub struct {
 	subs    map[string][]chan *nixmoxv1.StageReport
 	pending map[string]*Pending
 	gone    map[string]time.Time // when each service's last stream ended
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // Stream is one agent's open stream as the hub sees it: what to send down
@@ -79,15 +77,8 @@ func (h *Hub) Detach(svc string, st *Stream) {
 		if h.gone == nil {
 			h.gone = map[string]time.Time{}
 		}
-		h.gone[svc] = h.now()
+		h.gone[svc] = time.Now()
 	}
-}
-
-func (h *Hub) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
 }
 
 // DisconnectedSince reports when the service's agent's stream ended, if it

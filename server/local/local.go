@@ -25,6 +25,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	"github.com/nixmox/nixmox/internal/localnet"
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/server/provider"
@@ -265,11 +266,7 @@ func (p *Provider) startAgent(ctx context.Context, inv *localnet.Inventory, e *l
 		if err != nil {
 			return fmt.Errorf("enrolling the agent: %w", err)
 		}
-		tmp := enrollFile + ".tmp"
-		if err := os.WriteFile(tmp, data, 0o600); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, enrollFile); err != nil {
+		if err := atomicfile.Write(enrollFile, data, 0o600); err != nil {
 			return err
 		}
 	}

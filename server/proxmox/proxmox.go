@@ -23,6 +23,7 @@ import (
 
 	pve "github.com/Telmate/proxmox-api-go/proxmox"
 
+	"github.com/nixmox/nixmox/internal/atomicfile"
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/server/provider"
 )
@@ -152,11 +153,7 @@ func (p *Provider) save(inv *inventory) error {
 		return err
 	}
 	data, _ := json.MarshalIndent(inv, "", "  ")
-	tmp := filepath.Join(p.cfg.Dir, "inventory.json.tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(p.cfg.Dir, "inventory.json"))
+	return atomicfile.Write(filepath.Join(p.cfg.Dir, "inventory.json"), data, 0o600)
 }
 
 // begin is what Ensure and Destroy start with: a log, the client, the

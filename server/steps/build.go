@@ -160,7 +160,7 @@ func nixRun(ctx context.Context, name string, args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%s: %w: %s", name, err, nix.BuildStderr(stderr.String()))
+		return "", fmt.Errorf("%s: %w: %s", name, err, nix.Stderr(stderr.String()))
 	}
 	return strings.TrimSpace(string(out)), nil
 }

@@ -33,8 +33,6 @@ type Verify struct {
 	// before it fails, saying so (0 = DefaultGrace); Tick is how often it
 	// looks (0 = a second).
 	Grace, Tick time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // DefaultGrace is how long a verify step waits for a disconnected agent to
@@ -64,15 +62,12 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 	defer p.Cancel()
 	wait, cancel := context.WithTimeout(ctx, time.Duration(m.HealthCheckTimeout)*time.Second)
 	defer cancel()
-	grace, tick, now := v.Grace, v.Tick, v.Now
+	grace, tick := v.Grace, v.Tick
 	if grace <= 0 {
 		grace = DefaultGrace
 	}
 	if tick <= 0 {
 		tick = time.Second
-	}
-	if now == nil {
-		now = time.Now
 	}
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
@@ -80,9 +75,9 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 	for {
 		select {
 		case <-ticker.C:
-			if since, gone := v.Agents.DisconnectedSince(svc.Name); gone && now().Sub(since) >= grace {
+			if since, gone := v.Agents.DisconnectedSince(svc.Name); gone && time.Since(since) >= grace {
 				return fmt.Errorf("the agent of %s has been disconnected since %s (%s): it cannot report generation %d",
-					svc.Name, since.Format(time.TimeOnly), now().Sub(since).Round(time.Second), p.Generation)
+					svc.Name, since.Format(time.TimeOnly), time.Since(since).Round(time.Second), p.Generation)
 			}
 		case r := <-p.Reports:
 			if r.GetGeneration() != p.Generation {
