@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -35,7 +36,7 @@ func Main(args []string, stderr io.Writer) int {
 // line error is found.
 func NewRootCmd(ctx context.Context, stderr io.Writer, usage *bool) *cobra.Command {
 	var cfg Config
-	var logLevel string
+	var logLevel, systemdRun string
 	cmd := &cobra.Command{
 		Use:   "nixmox-agent",
 		Short: "Switch this container to the generations nixmox-server asks for",
@@ -51,6 +52,11 @@ not confirm it within confirm_timeout.`,
 			if cfg.Server == "" || cfg.Service == "" {
 				*usage = true
 				return fmt.Errorf("--server and --service are required")
+			}
+			var err error
+			if cfg.SystemdRun, err = findSystemdRun(systemdRun); err != nil {
+				*usage = true
+				return err
 			}
 			if problems := Check(cfg); problems != nil {
 				return fmt.Errorf("refusing to start:\n  - %s", strings.Join(problems, "\n  - "))
@@ -68,6 +74,31 @@ not confirm it within confirm_timeout.`,
 	f.StringVar(&cfg.EnrollFile, "enroll-file", "/run/nixmox/enroll.json", "token file from 'nixmox-server token' (used once)")
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/nixmox-agent", "key, certificate and CA")
 	f.StringVar(&cfg.Profile, "profile", "/nix/var/nix/profiles/system", "the profile to switch")
+	f.StringVar(&cfg.CurrentSystem, "current-system", "/run/current-system", "the running NixOS system's link (\"\" where the profile is not NixOS's)")
+	f.StringVar(&systemdRun, "systemd-run", "auto", "systemd-run, to run each switch as a transient unit; auto: systemd-run from PATH when systemd runs the machine; none: run switches in a session of their own")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	return cmd
+}
+
+// findSystemdRun resolves --systemd-run: auto is systemd-run from PATH
+// when systemd is the init system (/run/systemd/system exists, as
+// sd_booted(3) checks), none or "" is none.
+func findSystemdRun(flag string) (string, error) {
+	switch flag {
+	case "", "none":
+		return "", nil
+	case "auto":
+		if _, err := os.Stat("/run/systemd/system"); err != nil {
+			return "", nil
+		}
+		p, err := exec.LookPath("systemd-run")
+		if err != nil {
+			return "", fmt.Errorf("--systemd-run auto: systemd runs this machine but systemd-run is not on PATH; give its path")
+		}
+		return p, nil
+	}
+	if st, err := os.Stat(flag); err != nil || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("--systemd-run %s: not an executable file", flag)
+	}
+	return flag, nil
 }

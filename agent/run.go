@@ -45,6 +45,12 @@ type Config struct {
 	EnrollFile string // read once, for enrollment
 	StateDir   string // key, certificate, CA; created 0700
 	Profile    string // the system profile it switches
+	// CurrentSystem is the running NixOS system's link
+	// (/run/current-system); "" where the profile is not a NixOS system's.
+	CurrentSystem string
+	// SystemdRun is systemd-run, which runs each activation as a
+	// transient unit; "" runs them in a session of their own.
+	SystemdRun string
 	Log        hclog.Logger
 	// After and Jitter are the reconnect backoff's clock and random source
 	// (tests); nil means time.After and math/rand.
@@ -64,6 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	st := newState(cfg, log)
+	st.recover(ctx)
 	// The active generation's checks, as recorded when it was confirmed.
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "health.json")); err == nil {
 		var spec health.Spec
@@ -211,27 +218,39 @@ type state struct {
 	failedGen       int64           // the last generation that failed
 	failure         string
 	unconfirmedGen  int64                       // a healthy generation rolled back for want of the server's confirmation
+	interruptedGen  int64                       // a generation rolled back at start because the agent had stopped in its middle
 	activeSpec      *health.Spec                // the active generation's checks
-	cancelApply     func()                      // stops the generation being applied
+	cancelApply     func(error)                 // stops the generation being applied
 	next            *nixmoxv1.DesiredGeneration // a newer one, to apply after it
 }
 
 func newState(cfg Config, log hclog.Logger) *state {
-	st := &state{cfg: cfg, log: log, stopMonitor: func() {}, cancelApply: func() {}}
+	st := &state{cfg: cfg, log: log, stopMonitor: func() {}, cancelApply: func(error) {}}
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, "generation")); err == nil {
 		st.active, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 	}
-	st.sw = &Switcher{Profile: nix.Profile(cfg.Profile), Report: st.stage, Env: []string{
-		"NIXMOX_SERVICE=" + cfg.Service,
-		"NIXMOX_STATE_DIR=" + cfg.StateDir,
-		"NIXMOX_SECRETS_DIR=" + filepath.Join(cfg.StateDir, "secrets"),
-	}}
+	st.sw = &Switcher{Profile: nix.Profile(cfg.Profile), Report: st.stage, StateDir: cfg.StateDir, CurrentSystem: cfg.CurrentSystem,
+		Prober: health.Prober{Path: systemPath(cfg)},
+		Activator: Activator{SystemdRun: cfg.SystemdRun, LogDir: cfg.StateDir, Env: []string{
+			"NIXMOX_SERVICE=" + cfg.Service,
+			"NIXMOX_STATE_DIR=" + cfg.StateDir,
+			"NIXMOX_SECRETS_DIR=" + filepath.Join(cfg.StateDir, "secrets"),
+		}}}
 	st.sw.Unconfirmed = func(gen int64) {
 		st.mu.Lock()
 		st.unconfirmedGen = gen
 		st.mu.Unlock()
 	}
 	return st
+}
+
+// systemPath is what health checks find first on their PATH: the service
+// system's programs (curl, dig, pg_isready), not only the agent's.
+func systemPath(cfg Config) string {
+	if cfg.CurrentSystem != "" {
+		return filepath.Join(cfg.CurrentSystem, "sw", "bin")
+	}
+	return ""
 }
 
 // emit sends on the current stream, if any; a report without a stream is
@@ -286,7 +305,7 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 			// it is rolled back — and apply the newer one next.
 			st.log.Warn("a newer generation supersedes the one being applied", "applying", st.applying, "next", d.GetGeneration())
 			st.next = d
-			st.cancelApply()
+			st.cancelApply(ErrSuperseded)
 		} else {
 			st.log.Warn("an older generation was asked for while applying; ignoring", "applying", st.applying, "asked", d.GetGeneration())
 		}
@@ -295,7 +314,7 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 	}
 	st.applying, st.applyingHealthy, st.confirm = d.GetGeneration(), false, make(chan struct{})
 	confirm := st.confirm
-	applyCtx, cancel := context.WithCancel(ctx)
+	applyCtx, cancel := context.WithCancelCause(ctx)
 	st.cancelApply = cancel
 	// The running generation's monitor stops: during a switch its checks
 	// say nothing (the switch reports its own), and a late result of it
@@ -304,61 +323,94 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 	st.stopMonitor()
 	st.stopMonitor = func() {}
 	st.mu.Unlock()
-	go func() {
-		defer cancel()
-		spec := specOf(d.GetHealth())
-		err := st.sw.Apply(applyCtx, Desired{
+	spec := specOf(d.GetHealth())
+	go st.outcome(ctx, d.GetGeneration(), spec, func() error {
+		defer cancel(nil)
+		return st.sw.Apply(applyCtx, Desired{
 			Generation: d.GetGeneration(), StorePath: d.GetStorePath(), CacheURL: d.GetCacheUrl(),
 			CachePublicKey: d.GetCachePublicKey(), ConfirmTimeout: d.GetConfirmTimeout().AsDuration(), Health: spec,
 			NoRollback: d.GetNoRollback(),
 		}, confirm)
+	})
+}
+
+// outcome runs a switch (apply) and keeps what it ended with: the active
+// generation and its monitor, or the failure the next hello reports; then
+// the generation that superseded it, if any.
+func (st *state) outcome(ctx context.Context, gen int64, spec health.Spec, apply func() error) {
+	err := apply()
+	if errors.Is(err, ErrShutdown) {
+		st.log.Warn("stopping in the middle of a switch; the next start finishes it", "generation", gen)
+		return
+	}
+	st.mu.Lock()
+	st.applying, st.applyingHealthy, st.cancelApply = 0, false, func(error) {}
+	next := st.next
+	st.next = nil
+	if err == nil {
+		st.active = gen
+	} else {
+		st.failedGen, st.failure = gen, truncate(err.Error(), 4096)
+	}
+	st.mu.Unlock()
+	if next != nil && ctx.Err() == nil {
+		defer st.desired(ctx, next)
+	}
+	if err != nil {
+		st.log.Error("generation not applied", "generation", gen, "error", err)
 		st.mu.Lock()
-		st.applying, st.applyingHealthy, st.cancelApply = 0, false, func() {}
-		next := st.next
-		st.next = nil
-		if err == nil {
-			st.active = d.GetGeneration()
-		} else {
-			st.failedGen, st.failure = d.GetGeneration(), truncate(err.Error(), 4096)
+		if errors.Is(err, ErrLeftInPlace) {
+			// The failed generation is what runs now: its checks are
+			// the ones to watch, so that its health is reported as
+			// it is, not the replaced generation's.
+			st.activeSpec = &spec
 		}
+		spec := st.activeSpec
 		st.mu.Unlock()
-		if next != nil && ctx.Err() == nil {
-			defer st.desired(ctx, next)
+		if spec != nil && next == nil {
+			// Back on the active generation: check it afresh, so its
+			// health is known now, not after the old monitor notices.
+			st.monitor(ctx, *spec)
 		}
-		if err != nil {
-			st.log.Error("generation not applied", "generation", d.GetGeneration(), "error", err)
-			st.mu.Lock()
-			if errors.Is(err, ErrLeftInPlace) {
-				// The failed generation is what runs now: its checks are
-				// the ones to watch, so that its health is reported as
-				// it is, not the replaced generation's.
-				st.activeSpec = &spec
-			}
-			spec := st.activeSpec
-			st.mu.Unlock()
-			if spec != nil && next == nil {
-				// Back on the active generation: check it afresh, so its
-				// health is known now, not after the old monitor notices.
-				st.monitor(ctx, *spec)
-			}
-			return
-		}
-		if err := writeFile(filepath.Join(st.cfg.StateDir, "generation"), []byte(strconv.FormatInt(d.GetGeneration(), 10))); err != nil {
-			st.log.Error("recording the generation", "error", err)
-		}
-		// Its checks too, so that a restarted agent monitors it again.
-		if data, err := json.Marshal(spec); err == nil {
-			if err := writeFile(filepath.Join(st.cfg.StateDir, "health.json"), data); err != nil {
-				st.log.Error("recording the health checks", "error", err)
-			}
-		}
+		return
+	}
+	st.mu.Lock()
+	st.activeSpec = &spec
+	st.mu.Unlock()
+	if next == nil {
+		st.monitor(ctx, spec)
+	}
+}
+
+// recover finishes a switch the agent stopped in the middle of, before
+// the first stream: the server's first hello then tells the truth.
+func (st *state) recover(ctx context.Context) {
+	r := st.sw.Recover()
+	switch {
+	case r.Generation == 0:
+		return
+	case r.Confirmed:
+		st.log.Info("finished a switch the server had confirmed before the agent stopped", "generation", r.Generation)
+		st.active = r.Generation
+	case r.Resume:
+		st.log.Info("resuming a switch: checking the generation again and waiting for the server's confirmation", "generation", r.Generation)
 		st.mu.Lock()
-		st.activeSpec = &spec
+		st.applying, st.confirm = r.Generation, make(chan struct{})
+		confirm := st.confirm
+		applyCtx, cancel := context.WithCancelCause(ctx)
+		st.cancelApply = cancel
 		st.mu.Unlock()
-		if next == nil {
-			st.monitor(ctx, spec)
+		go st.outcome(ctx, r.Generation, r.rec.Health, func() error {
+			defer cancel(nil)
+			return st.sw.ResumeRecovered(applyCtx, r, confirm)
+		})
+	default:
+		st.log.Warn("rolled back a switch the agent stopped in the middle of", "generation", r.Generation, "error", r.Err)
+		if r.Generation > 0 {
+			// Not unhealthy: unconfirmed, so the server hands it out again.
+			st.failedGen, st.failure, st.unconfirmedGen, st.interruptedGen = r.Generation, truncate(r.Err.Error(), 4096), r.Generation, r.Generation
 		}
-	}()
+	}
 }
 
 func (st *state) confirmed(gen int64) {
@@ -421,7 +473,8 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 	}
 	st.mu.Lock()
 	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version, Health: st.health,
-		FailedGeneration: st.failedGen, Failure: st.failure, FailureUnconfirmed: st.failedGen != 0 && st.failedGen == st.unconfirmedGen}
+		FailedGeneration: st.failedGen, Failure: st.failure, FailureUnconfirmed: st.failedGen != 0 && st.failedGen == st.unconfirmedGen,
+		FailureInterrupted: st.failedGen != 0 && st.failedGen == st.interruptedGen}
 	st.mu.Unlock()
 	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err

@@ -6,12 +6,10 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -59,16 +57,24 @@ type Switcher struct {
 	Profile nix.Profile
 	Nix     nix.Runner
 	Prober  health.Prober
+	// Activator runs activations; its zero value runs them directly.
+	Activator Activator
+	// StateDir holds the switch record, the confirmed generation and its
+	// checks, and the GC root of a pulled generation; "" keeps none of them
+	// (tests of the switch alone).
+	StateDir string
+	// CurrentSystem is the link to the running NixOS system
+	// (/run/current-system); "" means the profile is not a NixOS system's.
+	CurrentSystem string
 	// Report is told every stage with its log; never secrets.
 	Report func(generation int64, stage Stage, log string)
 	// Unconfirmed, if set, is told of a healthy generation the server did
 	// not confirm in time, before its rollback is reported.
 	Unconfirmed func(generation int64)
-	// After is the clock for the confirmation timeout; nil means time.After.
+	// After and Now are the clock for the confirmation timeout; nil means
+	// the time package's.
 	After func(time.Duration) <-chan time.Time
-	// Env is added to the activation's environment (NIXMOX_STATE_DIR,
-	// NIXMOX_SECRETS_DIR, ...).
-	Env []string
+	Now   func() time.Time
 }
 
 func (s *Switcher) report(gen int64, st Stage, log string) {
@@ -77,45 +83,146 @@ func (s *Switcher) report(gen int64, st Stage, log string) {
 	}
 }
 
+func (s *Switcher) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// ErrSuperseded is the cause of an apply's context when a newer generation
+// replaces the one being applied; any other end of the context is the
+// agent shutting down.
+var ErrSuperseded = errors.New("superseded by a newer generation")
+
+// ErrShutdown is returned when the agent stops while a generation is
+// applied: nothing more is switched, and the switch record lets the next
+// start finish the story.
+var ErrShutdown = errors.New("the agent is stopping; the next start finishes this generation")
+
+// shuttingDown reports whether ctx ended for another reason than a newer
+// generation.
+func shuttingDown(ctx context.Context) bool {
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrSuperseded)
+}
+
 // Apply switches to d. It returns nil once the generation is healthy and
 // the server has confirmed it (confirmed is closed or receives). Otherwise
 // it rolls the profile back to the generation it replaced, activates that
-// again, and returns why.
+// again, and returns why. ctx ending with the cause ErrSuperseded rolls
+// back too (after a running activation ended: it is never interrupted);
+// any other end is a shutdown, which switches nothing more and returns
+// ErrShutdown with the switch record left for the next start.
 func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct{}) error {
 	if d.CacheURL != "" {
+		// Rooted before it exists: a garbage collection between the copy
+		// and the profile cannot take it.
+		if err := s.rootPending(d.StorePath); err != nil {
+			s.report(d.Generation, Failed, err.Error())
+			return fmt.Errorf("pulling generation %d: %w", d.Generation, err)
+		}
 		if err := s.Nix.CopyFrom(ctx, d.CacheURL, d.StorePath, d.CachePublicKey); err != nil {
 			s.report(d.Generation, Failed, err.Error())
 			return fmt.Errorf("pulling generation %d: %w", d.Generation, err)
 		}
 		s.report(d.Generation, Pulled, d.StorePath)
 	}
-	prev, err := s.Profile.Current()
+	defer s.unrootPending()
+	if err := s.acceptable(d.StorePath); err != nil {
+		err = fmt.Errorf("refusing generation %d: %w", d.Generation, err)
+		s.report(d.Generation, Failed, err.Error())
+		return err
+	}
+	prevGen, err := s.Profile.Current()
 	if err != nil {
 		return err
 	}
-	if _, err := s.Profile.Set(ctx, d.StorePath); err != nil {
+	rec := &record{Generation: d.Generation, New: d.StorePath, Health: d.Health, ConfirmTimeout: d.ConfirmTimeout}
+	if prevGen > 0 {
+		if rec.Previous, err = s.Profile.Path(); err != nil {
+			return err
+		}
+		rec.PreviousProfileGen = prevGen
+	}
+	// Written down before anything changes: whatever happens to the agent
+	// from here on, its next start knows what it was doing.
+	if err := s.save(rec); err != nil {
+		err = fmt.Errorf("recording the switch to generation %d: %w", d.Generation, err)
+		s.report(d.Generation, Failed, err.Error())
+		return err
+	}
+	if rec.NewProfileGen, err = s.Profile.Set(context.WithoutCancel(ctx), d.StorePath); err != nil {
+		s.forget()
 		s.report(d.Generation, Failed, err.Error())
 		return fmt.Errorf("switching to generation %d: %w", d.Generation, err)
 	}
-	if log, err := Activate(ctx, d.StorePath, s.Env); err != nil {
-		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("activating generation %d: %w\n%s", d.Generation, err, log))
+	if err := s.save(rec); err != nil {
+		return s.rollback(rec, fmt.Errorf("recording the switch to generation %d: %w", d.Generation, err))
+	}
+	if shuttingDown(ctx) {
+		return ErrShutdown
+	}
+	// The activation runs to its end whatever happens here: a newer
+	// generation waits for it; a shutdown leaves it running and returns
+	// (the record lets the next start finish the story).
+	type result struct {
+		log string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		log, err := s.Activator.Activate(d.StorePath)
+		done <- result{log, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		if shuttingDown(ctx) {
+			return ErrShutdown
+		}
+		r = <-done
+	}
+	if r.err != nil {
+		return s.rollback(rec, fmt.Errorf("activating generation %d: %w\n%s", d.Generation, r.err, r.log))
 	}
 	s.report(d.Generation, Switched, d.StorePath)
+	return s.settle(ctx, rec, d.NoRollback, confirmed)
+}
 
-	if err := s.Prober.Verify(ctx, d.Health); err != nil {
-		cause := fmt.Errorf("generation %d is unhealthy: %w", d.Generation, err)
-		if d.NoRollback {
+// settle checks a switched generation and waits for the server's
+// confirmation, until rec's deadline when it has one.
+func (s *Switcher) settle(ctx context.Context, rec *record, noRollback bool, confirmed <-chan struct{}) error {
+	gen := rec.Generation
+	if err := s.Prober.Verify(ctx, rec.Health); err != nil {
+		if shuttingDown(ctx) {
+			return ErrShutdown
+		}
+		if errors.Is(context.Cause(ctx), ErrSuperseded) {
+			return s.rollback(rec, fmt.Errorf("generation %d was superseded before it was healthy", gen))
+		}
+		cause := fmt.Errorf("generation %d is unhealthy: %w", gen, err)
+		if noRollback {
 			err := fmt.Errorf("%w; %w", cause, ErrLeftInPlace)
-			s.report(d.Generation, Failed, err.Error())
+			s.report(gen, Failed, err.Error())
+			s.forget()
 			return err
 		}
-		return s.rollback(ctx, d.Generation, prev, cause)
+		return s.rollback(rec, cause)
 	}
-	s.report(d.Generation, Healthy, "")
+	s.report(gen, Healthy, "")
 
-	timeout := d.ConfirmTimeout
+	timeout := rec.ConfirmTimeout
 	if timeout <= 0 {
 		timeout = DefaultConfirmTimeout
+	}
+	if rec.Deadline.IsZero() {
+		rec.Deadline = s.now().Add(timeout)
+		if err := s.save(rec); err != nil {
+			return s.rollback(rec, fmt.Errorf("recording the deadline of generation %d: %w", gen, err))
+		}
+	} else {
+		timeout = max(rec.Deadline.Sub(s.now()), 0)
 	}
 	after := s.After
 	if after == nil {
@@ -123,63 +230,92 @@ func (s *Switcher) Apply(ctx context.Context, d Desired, confirmed <-chan struct
 	}
 	select {
 	case <-confirmed:
-		s.report(d.Generation, Confirmed, "")
+		if err := s.finish(rec); err != nil {
+			return err
+		}
+		s.report(gen, Confirmed, "")
 		return nil
 	case <-after(timeout):
 		if s.Unconfirmed != nil {
-			s.Unconfirmed(d.Generation)
+			s.Unconfirmed(gen)
 		}
-		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was not confirmed by the server within %s", d.Generation, timeout))
+		wait := rec.ConfirmTimeout
+		if wait <= 0 {
+			wait = DefaultConfirmTimeout
+		}
+		return s.rollback(rec, fmt.Errorf("generation %d was not confirmed by the server within %s", gen, wait))
 	case <-ctx.Done():
-		return s.rollback(ctx, d.Generation, prev, fmt.Errorf("generation %d was superseded before the server confirmed it: %w", d.Generation, ctx.Err()))
+		if shuttingDown(ctx) {
+			return ErrShutdown
+		}
+		return s.rollback(rec, fmt.Errorf("generation %d was superseded before the server confirmed it: %w", gen, context.Cause(ctx)))
 	}
 }
 
-// rollback returns the profile to generation prev and activates it again.
-func (s *Switcher) rollback(ctx context.Context, gen int64, prev int, cause error) error {
-	// A rollback is finished even when what it undoes was cancelled.
-	ctx = context.WithoutCancel(ctx)
+// rollback returns the profile to the generation rec replaced, activates
+// it again, and deletes the failed profile generation (as deploy-rs does).
+// With no earlier generation the failed one is stopped instead: its
+// profile generation is deleted and its bin/deactivate, if it has one,
+// runs.
+func (s *Switcher) rollback(rec *record, cause error) error {
+	gen := rec.Generation
 	s.report(gen, Failed, cause.Error())
-	if prev == 0 {
-		return fmt.Errorf("%w; there is no earlier generation to roll back to", cause)
-	}
-	if err := s.Profile.SwitchTo(ctx, prev); err != nil {
-		return fmt.Errorf("%w; rolling back failed: %v", cause, err)
-	}
-	path, err := s.Profile.Path()
-	if err == nil {
-		var log string
-		if log, err = Activate(ctx, path, s.Env); err != nil {
-			err = fmt.Errorf("%v\n%s", err, log)
+	ctx := context.Background() // a rollback is finished whatever ends
+	if rec.Previous == "" {
+		err := s.stopFailed(ctx, rec)
+		s.forget()
+		if err != nil {
+			return fmt.Errorf("%w; there is no earlier generation to roll back to, and stopping this one failed: %v", cause, err)
 		}
+		return fmt.Errorf("%w; there is no earlier generation to roll back to: it was stopped", cause)
 	}
+	if err := s.restore(ctx, rec); err != nil {
+		return fmt.Errorf("%w; rolling back to %s failed: %v", cause, rec.Previous, err)
+	}
+	log, err := s.Activator.Activate(rec.Previous)
 	if err != nil {
-		return fmt.Errorf("%w; reactivating profile generation %d failed: %v", cause, prev, err)
+		return fmt.Errorf("%w; reactivating %s failed: %v\n%s", cause, rec.Previous, err, log)
 	}
-	s.report(gen, RolledBack, fmt.Sprintf("back on profile generation %d: %v", prev, cause))
-	return fmt.Errorf("%w; rolled back to profile generation %d", cause, prev)
+	s.forget()
+	cur, _ := s.Profile.Current()
+	s.report(gen, RolledBack, fmt.Sprintf("back on profile generation %d: %v", cur, cause))
+	return fmt.Errorf("%w; rolled back to profile generation %d", cause, cur)
 }
 
-// Activate runs a generation's activation: NixOS's
-// bin/switch-to-configuration switch, or a generic closure's bin/activate;
-// a closure with neither needs none. env is added to the agent's own
-// environment. It returns the output.
-func Activate(ctx context.Context, storePath string, env []string) (string, error) {
-	var argv []string
-	for _, c := range [][]string{{"bin/switch-to-configuration", "switch"}, {"bin/activate"}} {
-		p := filepath.Join(storePath, c[0])
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			argv = append([]string{p}, c[1:]...)
-			break
+// restore points the profile at rec.Previous again, by store path: the
+// generation it had if that still leads there, else a new one; then the
+// failed profile generation is deleted.
+func (s *Switcher) restore(ctx context.Context, rec *record) error {
+	if p, err := s.Profile.PathOf(rec.PreviousProfileGen); err == nil && p == rec.Previous {
+		if err := s.Profile.SwitchTo(ctx, rec.PreviousProfileGen); err != nil {
+			return err
+		}
+	} else if _, err := s.Profile.Set(ctx, rec.Previous); err != nil {
+		return err
+	}
+	if cur, _ := s.Profile.Current(); rec.NewProfileGen > 0 && rec.NewProfileGen != cur {
+		if err := s.Profile.Delete(ctx, rec.NewProfileGen); err != nil {
+			return fmt.Errorf("deleting the failed profile generation %d: %w", rec.NewProfileGen, err)
 		}
 	}
-	if argv == nil {
-		return "", nil
+	return nil
+}
+
+// stopFailed stops a failed generation that has nothing before it.
+func (s *Switcher) stopFailed(ctx context.Context, rec *record) error {
+	if rec.NewProfileGen > 0 {
+		if err := s.Profile.Remove(ctx, rec.NewProfileGen); err != nil {
+			return err
+		}
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	deactivate := filepath.Join(rec.New, "bin", "deactivate")
+	if st, err := os.Stat(deactivate); err != nil || st.Mode()&0o111 == 0 {
+		return nil
+	}
+	a := s.Activator
+	out, err := a.run([]string{deactivate})
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
 }

@@ -155,13 +155,13 @@ func TestSupersededGenerationIsRolledBack(t *testing.T) {
 	}
 	waiting = make(chan struct{})
 	rec.take()
-	applyCtx, supersede := context.WithCancel(ctx)
+	applyCtx, supersede := context.WithCancelCause(ctx)
 	done := make(chan error, 1)
 	go func() {
 		done <- sw.Apply(applyCtx, agent.Desired{Generation: 2, StorePath: generation(t, "two", state), Health: health.Spec{Liveness: "true", Timeout: time.Second}}, make(chan struct{}))
 	}()
 	<-waiting // healthy, waiting for a confirmation that will not come
-	supersede()
+	supersede(agent.ErrSuperseded)
 	err := <-done
 	if err == nil || !strings.Contains(err.Error(), "generation 2 was superseded before the server confirmed it") {
 		t.Fatalf("error = %v", err)

@@ -147,9 +147,9 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 		// Reports sent while the stream was down are lost: the hello tells
 		// whoever waits for that generation how it ended — and whether it
 		// was only for want of this server's confirmation.
-		unconfirmed := hello.GetFailureUnconfirmed()
-		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure(), Unconfirmed: unconfirmed})
-		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect: " + hello.GetFailure(), Unconfirmed: unconfirmed})
+		unconfirmed, interrupted := hello.GetFailureUnconfirmed(), hello.GetFailureInterrupted()
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure(), Unconfirmed: unconfirmed, Interrupted: interrupted})
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect: " + hello.GetFailure(), Unconfirmed: unconfirmed, Interrupted: interrupted})
 	}
 	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
 		// What the agent's monitor saw while it was away is its health now.

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -36,6 +37,9 @@ type Spec struct {
 type Prober struct {
 	// Dir is the working directory of the checks ("" = this process's).
 	Dir string
+	// Path is put before this process's PATH for the checks: the
+	// service's system's programs (curl, dig, pg_isready) come first.
+	Path string
 	// Run runs one command; nil means sh -c bounded by the spec's timeout.
 	Run func(ctx context.Context, command string, timeout time.Duration) (output string, err error)
 	// After and Now are the clock; nil means the time package's.
@@ -90,7 +94,7 @@ func (p Prober) run(ctx context.Context, cmd string, timeout time.Duration) (str
 	if p.Run != nil {
 		return p.Run(ctx, cmd, timeout)
 	}
-	return ShellIn(ctx, p.Dir, cmd, timeout)
+	return shell(ctx, p.Dir, p.Path, cmd, timeout)
 }
 
 // Shell runs command with sh -c, stopped after timeout; the error says how
@@ -101,10 +105,17 @@ func Shell(ctx context.Context, command string, timeout time.Duration) (string, 
 
 // ShellIn is Shell in the working directory dir ("" = this process's).
 func ShellIn(ctx context.Context, dir, command string, timeout time.Duration) (string, error) {
+	return shell(ctx, dir, "", command, timeout)
+}
+
+func shell(ctx context.Context, dir, path, command string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
 	cmd.Dir = dir
+	if path != "" {
+		cmd.Env = append(os.Environ(), "PATH="+path+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	// The check's own children go with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

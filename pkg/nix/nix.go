@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nixmox/nixmox/internal/textfile"
@@ -66,7 +65,7 @@ func (r Runner) EvalJSON(ctx context.Context, path string) (string, error) {
 	cmd := exec.CommandContext(ctx, bin, "--eval", "--strict", "--json", abs)
 	// Evaluation has no side effects to clean up, and Nix 2.8 does not
 	// act on SIGINT while evaluating: ask with SIGTERM, kill after a second.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	Supervise(cmd)
 	cmd.WaitDelay = time.Second
 	// Nix writes the JSON into an in-memory file rather than a pipe: read
 	// once it is complete, its size is known and it is copied into a string

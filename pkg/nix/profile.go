@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // run runs a Nix program and returns its stdout; a failure carries its
@@ -22,8 +20,7 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 		return "", ErrNotInstalled
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
+	Supervise(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -91,6 +88,38 @@ func (p Profile) SwitchTo(ctx context.Context, n int) error {
 	return err
 }
 
+// PathOf returns the store path of profile generation n.
+func (p Profile) PathOf(n int) (string, error) {
+	if n <= 0 {
+		return "", fmt.Errorf("profile %s has no generation %d", p, n)
+	}
+	return filepath.EvalSymlinks(p.link(n))
+}
+
+// link is generation n's link: <profile>-<n>-link.
+func (p Profile) link(n int) string { return fmt.Sprintf("%s-%d-link", p, n) }
+
+// Delete deletes generation n, which is not the current one.
+func (p Profile) Delete(ctx context.Context, n int) error {
+	_, err := run(ctx, "nix-env", "--profile", string(p), "--delete-generations", strconv.Itoa(n))
+	return err
+}
+
+// Remove deletes generation n even when it is the current one, leaving
+// the profile without a current generation: what is left of a first
+// generation that failed.
+func (p Profile) Remove(ctx context.Context, n int) error {
+	if cur, err := p.Current(); err == nil && cur == n {
+		if err := os.Remove(string(p)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.Remove(p.link(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // CacheKey is a binary cache signing key pair on disk.
 type CacheKey struct {
 	SecretFile string // readable by the server only
@@ -125,4 +154,13 @@ func (r Runner) CopyToCache(ctx context.Context, dir string, key CacheKey, store
 	_, err := run(ctx, "nix", "--extra-experimental-features", "nix-command",
 		"copy", "--to", "file://"+dir+"?compression=none&secret-key="+key.SecretFile, "--", storePath)
 	return err
+}
+
+// StateDir is Nix's state directory (NIX_STATE_DIR, else /nix/var/nix),
+// where its GC roots are.
+func (r Runner) StateDir() string {
+	if d := os.Getenv("NIX_STATE_DIR"); d != "" {
+		return d
+	}
+	return "/nix/var/nix"
 }

@@ -293,7 +293,10 @@ func (p *Provider) startAgent(ctx context.Context, inv *localnet.Inventory, e *l
 	cmd := exec.Command("ip", "netns", "exec", e.Netns, bin,
 		"--server", p.serverAddr(gw),
 		"--service", service, "--enroll-file", enrollFile, "--state-dir", dir,
-		"--profile", filepath.Join(dir, "profile"), "--log-level", level)
+		"--profile", filepath.Join(dir, "profile"), "--log-level", level,
+		// Not NixOS, and activations start daemons in the namespace: a
+		// systemd unit would run them outside it.
+		"--current-system=", "--systemd-run=none")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), "NIXMOX_DATA_DIR="+data)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

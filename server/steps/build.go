@@ -156,6 +156,7 @@ func (j *Job) instantiate(ctx context.Context, args []string) (string, error) {
 func nixRun(ctx context.Context, name string, args ...string) (string, error) {
 	args = append(args, "--option", "substituters", "")
 	cmd := exec.CommandContext(ctx, name, args...)
+	nix.Supervise(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

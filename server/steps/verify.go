@@ -103,14 +103,15 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 				}
 			case nixmoxv1.Stage_STAGE_ROLLED_BACK:
 				if r.GetUnconfirmed() {
-					if !p.Resumed {
+					if !p.Resumed && !r.GetInterrupted() {
 						// This server was up, waiting to confirm it: the agent
 						// could not reach it — the generation cut it off.
 						return fmt.Errorf("generation %d of %s was rolled back by its agent, which could not reach the server to have it confirmed (does the generation cut the agent off?): %s",
 							p.Generation, svc.Name, orNoCause(r.GetLog()))
 					}
 					// Healthy, and reverted only because the server that
-					// handed it out went away: ask again, once.
+					// handed it out went away, or the agent itself stopped
+					// in the middle: ask again, once.
 					if err := v.askAgain(ctx, svc, p.Generation); err != nil {
 						return err
 					}

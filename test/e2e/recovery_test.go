@@ -6,7 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nixmox/nixmox/internal/testenv"
 )
@@ -21,6 +24,7 @@ type recovery struct {
 	srv, agent        *proc
 	manifest, flag    string
 	hold, release     string
+	enroll            string
 }
 
 func newRecovery(t *testing.T) *recovery {
@@ -48,10 +52,16 @@ func newRecovery(t *testing.T) *recovery {
 	if out, err := exec.Command(filepath.Join(bin, "nixmox-server"), "token", "a", "--socket", r.socket, "-o", enroll).CombinedOutput(); err != nil {
 		t.Fatalf("token: %v\n%s", err, out)
 	}
-	r.agent = run(t, "nixmox-agent", "--server", r.addr, "--service", "a", "--enroll-file", enroll,
-		"--state-dir", filepath.Join(r.dir, "agent-a"), "--profile", filepath.Join(r.dir, "profiles-a", "system"))
+	r.enroll = enroll
+	r.startAgent()
 	r.srv.await(t, 0, `agent connected: service=a\b`)
 	return r
+}
+
+// startAgent runs a's agent (again, as systemd's Restart= would).
+func (r *recovery) startAgent() {
+	r.agent = run(r.t, "nixmox-agent", "--server", r.addr, "--service", "a", "--enroll-file", r.enroll,
+		"--state-dir", filepath.Join(r.dir, "agent-a"), "--profile", filepath.Join(r.dir, "profiles-a", "system"))
 }
 
 func (r *recovery) serve() {
@@ -158,4 +168,89 @@ func TestAgentReconnectingMidRollback(t *testing.T) {
 	os.Remove(r.hold)
 	r.touch(r.release)
 	r.finish()
+}
+
+// TestAgentKilledMidSwitch (issue #13, supervision): the agent is
+// SIGKILLed after switching to a new generation, before its checks
+// passed; started again (as systemd restarts it), it finds its switch
+// record, rolls the unfinished generation back, and says it was
+// interrupted; the waiting rollout asks for the generation again and
+// ends healthy on it, and the apply exits 0.
+func TestAgentKilledMidSwitch(t *testing.T) {
+	r := newRecovery(t)
+	r.deployFirst()
+	apply := run(t, "nixmox-cli", "apply", "-f", r.manifest, "--socket", r.socket)
+	r.agent.await(t, 0, `stage: .*generation=2 stage=switched`)
+	r.agent.kill()
+	if got := read(t, filepath.Join(r.dir, "a.active")); got != "a2" {
+		t.Fatalf("when the agent died a ran %q, want a2", got)
+	}
+	r.startAgent()
+	r.agent.await(t, 0, `rolled back a switch the agent stopped in the middle of: .*generation=2`)
+	r.srv.await(t, 0, `stage: service=a generation=2 stage=STAGE_SWITCHED`) // asked again
+	r.touch(r.flag)
+	<-apply.done
+	if code := apply.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("apply exited %d:\n%s\nserver:\n%s", code, apply.log(), r.srv.log())
+	}
+	r.finish()
+}
+
+// TestBuildDiesWithTheServer (issue #13, supervision): a nix-build the
+// server started does not outlive a SIGKILLed server. a's closure builds
+// for ten minutes (a sleep with a unique argument, found in /proc); once
+// it runs the server is killed, and the build must be gone soon after.
+func TestBuildDiesWithTheServer(t *testing.T) {
+	r := newRecovery(t)
+	nonce := fmt.Sprintf("600.%d", time.Now().UnixNano()%1000000)
+	expr := fmt.Sprintf(`derivation {
+  name = "nixmox-e2e-slow-build";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "exec /bin/sleep %s" ];
+}
+`, nonce)
+	if err := os.WriteFile(filepath.Join(r.dir, "a.nix"), []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply := run(t, "nixmox-cli", "apply", "-f", r.manifest, "--socket", r.socket)
+	building := func() bool { return len(processesWith(t, "/bin/sleep\x00"+nonce+"\x00")) > 0 }
+	waitUntil(t, "the build to start", building)
+	r.srv.kill()
+	apply.kill()
+	waitUntil(t, "the build to end with the server", func() bool { return !building() })
+}
+
+// processesWith returns the pids whose command line contains s (its
+// arguments separated by NUL).
+func processesWith(t *testing.T, s string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(data)+"\x00", s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitUntil polls cond for what the test cannot be told of (processes
+// coming and going), bounded at 60 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 600 {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("waited 60 s for %s", what)
 }

@@ -341,6 +341,12 @@ type Hello struct {
 	// was away): the server asks for it again, where an unhealthy one is
 	// retried only when the manifest or its closure changed, or with force.
 	FailureUnconfirmed bool `protobuf:"varint,8,opt,name=failure_unconfirmed,json=failureUnconfirmed,proto3" json:"failure_unconfirmed,omitempty"`
+	// failure_interrupted is set, with failure_unconfirmed, when
+	// failed_generation was rolled back because the agent stopped in the
+	// middle of applying it (killed, out of memory, rebooted), not for
+	// anything the generation did: the server asks for it again even while
+	// it was waiting for it all along.
+	FailureInterrupted bool `protobuf:"varint,9,opt,name=failure_interrupted,json=failureInterrupted,proto3" json:"failure_interrupted,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -431,6 +437,13 @@ func (x *Hello) GetFailureUnconfirmed() bool {
 	return false
 }
 
+func (x *Hello) GetFailureInterrupted() bool {
+	if x != nil {
+		return x.FailureInterrupted
+	}
+	return false
+}
+
 // StageReport reports progress on a generation.
 type StageReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -443,7 +456,10 @@ type StageReport struct {
 	// unconfirmed, on STAGE_FAILED and STAGE_ROLLED_BACK, says the generation
 	// was healthy and is rolled back only because the server did not
 	// confirm it in time.
-	Unconfirmed   bool `protobuf:"varint,4,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	Unconfirmed bool `protobuf:"varint,4,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	// interrupted, with unconfirmed, says the agent stopped in the middle of
+	// applying the generation and rolled it back at its next start.
+	Interrupted   bool `protobuf:"varint,5,opt,name=interrupted,proto3" json:"interrupted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,6 +518,13 @@ func (x *StageReport) GetLog() string {
 func (x *StageReport) GetUnconfirmed() bool {
 	if x != nil {
 		return x.Unconfirmed
+	}
+	return false
+}
+
+func (x *StageReport) GetInterrupted() bool {
+	if x != nil {
+		return x.Interrupted
 	}
 	return false
 }
@@ -1002,7 +1025,7 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x10.nixmox.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\x05stage\x18\x02 \x01(\v2\x16.nixmox.v1.StageReportH\x00R\x05stage\x121\n" +
 	"\x06health\x18\x03 \x01(\v2\x17.nixmox.v1.HealthReportH\x00R\x06healthB\t\n" +
-	"\amessage\"\xc3\x02\n" +
+	"\amessage\"\xf4\x02\n" +
 	"\x05Hello\x12+\n" +
 	"\x11active_generation\x18\x01 \x01(\x03R\x10activeGeneration\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12#\n" +
@@ -1011,14 +1034,16 @@ const file_nixmox_v1_agent_proto_rawDesc = "" +
 	"\x10applying_healthy\x18\x05 \x01(\bR\x0fapplyingHealthy\x12+\n" +
 	"\x11failed_generation\x18\x06 \x01(\x03R\x10failedGeneration\x12\x18\n" +
 	"\afailure\x18\a \x01(\tR\afailure\x12/\n" +
-	"\x13failure_unconfirmed\x18\b \x01(\bR\x12failureUnconfirmed\"\x89\x01\n" +
+	"\x13failure_unconfirmed\x18\b \x01(\bR\x12failureUnconfirmed\x12/\n" +
+	"\x13failure_interrupted\x18\t \x01(\bR\x12failureInterrupted\"\xab\x01\n" +
 	"\vStageReport\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
 	"generation\x12&\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x10.nixmox.v1.StageR\x05stage\x12\x10\n" +
 	"\x03log\x18\x03 \x01(\tR\x03log\x12 \n" +
-	"\vunconfirmed\x18\x04 \x01(\bR\vunconfirmed\"\xb4\x01\n" +
+	"\vunconfirmed\x18\x04 \x01(\bR\vunconfirmed\x12 \n" +
+	"\vinterrupted\x18\x05 \x01(\bR\vinterrupted\"\xb4\x01\n" +
 	"\fHealthReport\x12\x14\n" +
 	"\x05check\x18\x01 \x01(\tR\x05check\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12\x16\n" +
