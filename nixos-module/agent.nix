@@ -14,7 +14,9 @@ in
 
     package = mkOption {
       type = types.package;
-      description = "The nixmox-agent package (a build of ./cmd/nixmox-agent).";
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ../package.nix { }";
+      description = "The nixmox-agent package: built from this source tree by default; the flake's nixosModules.agent sets it to the flake's own build.";
     };
 
     serverAddress = mkOption {
@@ -70,6 +72,9 @@ in
       restartIfChanged = false;
       stopIfChanged = false;
       path = [ config.nix.package pkgs.coreutils pkgs.bash ];
+      # Nix keeps its binary-cache database under $XDG_CACHE_HOME/nix: the
+      # agent's own cache directory, so that a pull never writes to /root.
+      environment.XDG_CACHE_HOME = "/var/cache/nixmox-agent";
       serviceConfig = {
         ExecStart = utils.escapeSystemdExecArgs ([
           "${cfg.package}/bin/nixmox-agent"
@@ -78,14 +83,22 @@ in
           "--enroll-file" cfg.enrollmentTokenFile
           "--state-dir" cfg.stateDir
           "--profile" "/nix/var/nix/profiles/system"
+          "--current-system" "/run/current-system"
+          # Each switch runs as the transient unit nixmox-agent-switch, in
+          # its own cgroup, as nixos-rebuild runs it: nothing that happens
+          # to this unit (a stop, a restart, a newer generation) kills it.
+          "--systemd-run" "${config.systemd.package}/bin/systemd-run"
           "--log-level" cfg.logLevel
         ] ++ cfg.extraFlags);
         Restart = "always";
         RestartSec = "5s";
         UMask = "0077";
-        # Root, by necessity: it switches the whole system. Only what a
-        # switch never needs is closed (a switch sets the hostname, sysctls
-        # and setuid wrappers, so those stay open).
+        CacheDirectory = "nixmox-agent";
+        CacheDirectoryMode = "0700";
+        # Root, by necessity: it pulls into the store, sets the system
+        # profile and asks systemd for the switch unit (which runs outside
+        # this sandbox). Only what none of that needs is closed; what is
+        # kept is tried by test/e2e's TestAgentPullUnderTheUnitsSandbox.
         PrivateTmp = true;
         ProtectHome = "read-only";
         LockPersonality = true;

@@ -28,6 +28,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv("NIXMOX_E2E_SANDBOX"); spec != "" {
+		os.Exit(sandboxMain(spec)) // the test binary as a unit's process
+	}
 	dir, err := os.MkdirTemp("", "nixmox-e2e-bin-")
 	if err != nil {
 		panic(err)

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,12 +66,47 @@ func TestServerUnitVerifies(t *testing.T) {
 	verifyUnit(t, unit)
 }
 
-// TestAgentModule evaluates nixos-module/agent.nix with a stand-in for the
-// NixOS module system (nixos-module/test/eval.nix says what it covers):
-// its options, that a switch does not restart it, and the unit it makes,
-// which systemd-analyze verify accepts — its ExecStart quoting included.
+// agentModule evaluates nixos-module/agent.nix with the real NixOS module
+// system (nixos-module/test/nixos.nix over ../shared/nixos-eval) with pkg
+// as the agent's package and configFile ("" = none) as more
+// configuration.
+func agentModule(t *testing.T, pkg, configFile string) (ev struct {
+	Options          []string          `json:"options"`
+	Assertions       []string          `json:"assertions"`
+	Warnings         []string          `json:"warnings"`
+	Unit             string            `json:"unit"`
+	ServiceConfig    map[string]any    `json:"serviceConfig"`
+	RestartIfChanged bool              `json:"restartIfChanged"`
+	StopIfChanged    bool              `json:"stopIfChanged"`
+	Tmpfiles         []string          `json:"tmpfiles"`
+	Environment      map[string]string `json:"-"`
+}) {
+	t.Helper()
+	testenv.RequireTool(t, "nix-instantiate")
+	nixpkgs := fixtures.Shared(t, "nixos-eval/nixpkgs")
+	args := []string{"--eval", "--strict", "--json", filepath.Join(fixtures.Root(), "nixos-module", "test", "nixos.nix"),
+		"--arg", "nixpkgs", nixpkgs, "--argstr", "package", pkg}
+	if configFile != "" {
+		args = append(args, "--argstr", "configFile", configFile)
+	}
+	out, err := exec.Command("nix-instantiate", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("evaluating the module: %v\n%s", err, out)
+	}
+	if err := json.Unmarshal(out, &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// TestAgentModule evaluates nixos-module/agent.nix with the real NixOS
+// module system — nixpkgs' lib.evalModules, NixOS's systemd unit options
+// and the code that writes unit text (../shared/nixos-eval) — and checks
+// its options, assertions and warnings, that a switch neither restarts nor
+// stops it, and the unit text NixOS writes, which systemd-analyze verify
+// accepts, odd flags' quoting included.
 func TestAgentModule(t *testing.T) {
-	testenv.RequireTool(t, "nix-instantiate", "systemd-analyze")
+	testenv.RequireTool(t, "systemd-analyze")
 	pkg := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(pkg, "bin"), 0o755); err != nil {
 		t.Fatal(err)
@@ -81,48 +114,34 @@ func TestAgentModule(t *testing.T) {
 	if err := os.Symlink(filepath.Join(bin, "nixmox-agent"), filepath.Join(pkg, "bin", "nixmox-agent")); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json",
-		filepath.Join(fixtures.Root(), "nixos-module", "test", "eval.nix"), "--argstr", "package", pkg).Output()
-	if err != nil {
-		t.Fatalf("evaluating the module: %v", err)
-	}
-	var ev struct {
-		Options          []string       `json:"options"`
-		Condition        bool           `json:"condition"`
-		ExecStart        string         `json:"execStart"`
-		ServiceConfig    map[string]any `json:"serviceConfig"`
-		RestartIfChanged bool           `json:"restartIfChanged"`
-		WantedBy         []string       `json:"wantedBy"`
-	}
-	if err := json.Unmarshal(out, &ev); err != nil {
+	more := filepath.Join(t.TempDir(), "more.nix")
+	if err := os.WriteFile(more, []byte(`{ services.nixmox-agent.extraFlags = [ "--log-level" "debug" "--odd arg's \"quoted\" 100% $HOME" ]; }`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	ev := agentModule(t, pkg, more)
 	want := []string{"enable", "enrollmentTokenFile", "extraFlags", "logLevel", "package", "serverAddress", "serviceName", "stateDir"}
 	if !slices.Equal(ev.Options, want) {
 		t.Errorf("options %v, want %v", ev.Options, want)
 	}
-	if !ev.Condition || ev.RestartIfChanged || !slices.Equal(ev.WantedBy, []string{"multi-user.target"}) {
-		t.Errorf("condition %t, restartIfChanged %t, wantedBy %v", ev.Condition, ev.RestartIfChanged, ev.WantedBy)
+	if len(ev.Assertions) != 0 || len(ev.Warnings) != 0 {
+		t.Errorf("assertions %q, warnings %q", ev.Assertions, ev.Warnings)
 	}
-	// The unit as NixOS would write it: [Service] from serviceConfig.
-	var b strings.Builder
-	b.WriteString("[Unit]\nDescription=nixmox-agent\n\n[Service]\n")
-	for _, k := range slices.Sorted(maps.Keys(ev.ServiceConfig)) {
-		v := ev.ServiceConfig[k]
-		switch v := v.(type) {
-		case bool:
-			fmt.Fprintf(&b, "%s=%s\n", k, map[bool]string{true: "yes", false: "no"}[v])
-		default:
-			fmt.Fprintf(&b, "%s=%v\n", k, v)
+	if ev.RestartIfChanged || ev.StopIfChanged {
+		t.Errorf("restartIfChanged %t, stopIfChanged %t: a switch would stop the agent that runs it", ev.RestartIfChanged, ev.StopIfChanged)
+	}
+	for _, line := range []string{"WantedBy=multi-user.target", "X-RestartIfChanged=false", "CacheDirectory=nixmox-agent",
+		`Environment="XDG_CACHE_HOME=/var/cache/nixmox-agent"`, `"--systemd-run" "/nix/store/`, `"--current-system" "/run/current-system"`,
+		`"--odd arg's \"quoted\" 100%% $$HOME"`} {
+		if !strings.Contains(ev.Unit, line) {
+			t.Errorf("the unit lacks %s:\n%s", line, ev.Unit)
 		}
 	}
-	b.WriteString("\n[Install]\nWantedBy=multi-user.target\n")
+	if !slices.Contains(ev.Tmpfiles, "d /var/lib/nixmox-agent 0700 root root -") {
+		t.Errorf("tmpfiles %v", ev.Tmpfiles)
+	}
 	unit := filepath.Join(t.TempDir(), "nixmox-agent.service")
-	if err := os.WriteFile(unit, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(unit, []byte(ev.Unit), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	verifyUnit(t, unit)
-	if !strings.Contains(ev.ExecStart, `"--odd arg's \"quoted\" 100%% $$HOME"`) {
-		t.Errorf("an odd flag is not quoted for systemd: %s", ev.ExecStart)
-	}
 }
