@@ -14,7 +14,7 @@ TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkco
 	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
 	/usr/lib/postgresql/15/bin/initdb=postgresql-15 psql=postgresql-client-15 \
 	nginx=nginx-light prometheus=prometheus promtool=prometheus \
-	ip=iproute2 curl=curl setpriv=util-linux chromium=chromium systemd-analyze=systemd
+	ip=iproute2 curl=curl setpriv=util-linux setsid=util-linux chromium=chromium systemd-analyze=systemd
 
 # Code generation tools, pinned; installed into $(GOBIN) by `make deps`.
 BUF_VERSION                := v1.50.0
@@ -23,7 +23,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build bin test deps tools vet unit demo demo-down bench fuzz docs proto proto-breaking clean
+.PHONY: all build bin test deps tools vet unit demo demo-down bench fuzz docs proto proto-breaking clean vendor-hash
 
 all: build
 
@@ -75,6 +75,11 @@ fuzz:
 ## docs: regenerate docs/manifest.md and docs/cli/ from the code.
 docs:
 	$(GO) run ./cmd/gen-docs -out docs
+
+## vendor-hash: print package.nix's vendorHash for this go.sum (go mod
+## vendor, hashed as Nix hashes buildGoModule's vendor directory).
+vendor-hash:
+	@d=$$(mktemp -d) && $(GO) mod vendor -o $$d/vendor && nix --extra-experimental-features nix-command hash path --type sha256 --sri $$d/vendor; rm -rf $$d
 
 ## proto: lint proto/ and regenerate pkg/api (committed).
 proto: tools

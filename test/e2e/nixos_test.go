@@ -145,3 +145,70 @@ func TestAgentModule(t *testing.T) {
 	}
 	verifyUnit(t, unit)
 }
+
+// TestFlakeOutputsEvaluate: flake.nix's outputs evaluate (with a stub
+// nixpkgs over the real lib, nixos-module/test/flake-outputs.nix): a
+// static build of each program from the Go sources with a vendorHash, for
+// each system, and an agent module whose package defaults to the flake's
+// agent. nixpkgs cannot be fetched here, so nothing is built.
+func TestFlakeOutputsEvaluate(t *testing.T) {
+	testenv.RequireTool(t, "nix-instantiate")
+	nixpkgs := fixtures.Shared(t, "nixos-eval/nixpkgs")
+	out, err := exec.Command("nix-instantiate", "--read-write-mode", "--eval", "--strict", "--json",
+		filepath.Join(fixtures.Root(), "nixos-module", "test", "flake-outputs.nix"), "--arg", "nixpkgs", nixpkgs).CombinedOutput()
+	if err != nil {
+		t.Fatalf("evaluating flake.nix's outputs: %v\n%s", err, out)
+	}
+	var ev struct {
+		Inputs   []string `json:"inputs"`
+		Systems  []string `json:"systems"`
+		Packages map[string]struct {
+			Name, Pname, VendorHash string
+			SubPackages             []string
+			Cgo                     int
+			Src                     []string
+		} `json:"packages"`
+		ModuleImports       []string `json:"moduleImports"`
+		AgentPackageDefault string   `json:"agentPackageDefault"`
+	}
+	if err := json.Unmarshal(out, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ev.Inputs, []string{"nixpkgs"}) || !slices.Equal(ev.Systems, []string{"aarch64-linux", "x86_64-linux"}) {
+		t.Errorf("inputs %v, systems %v", ev.Inputs, ev.Systems)
+	}
+	for _, p := range []string{"nixmox-server", "nixmox-agent", "nixmox-cli"} {
+		got := ev.Packages[p]
+		if got.Pname != p || !slices.Equal(got.SubPackages, []string{"cmd/" + p}) || got.Cgo != 0 || !strings.HasPrefix(got.VendorHash, "sha256-") {
+			t.Errorf("packages.x86_64-linux.%s = %+v", p, got)
+		}
+		if !slices.Contains(got.Src, "go.mod") || !slices.Contains(got.Src, "cmd") || slices.Contains(got.Src, ".git") {
+			t.Errorf("%s's source holds %v", p, got.Src)
+		}
+	}
+	if ev.Packages["default"].Pname != "nixmox-cli" {
+		t.Errorf("packages.default is %q", ev.Packages["default"].Pname)
+	}
+	if len(ev.ModuleImports) != 1 || !strings.HasSuffix(ev.ModuleImports[0], "/nixos-module/agent.nix") || ev.AgentPackageDefault != "nixmox-agent-0.1.0-dev" {
+		t.Errorf("nixosModules.agent imports %v, its package defaults to %q", ev.ModuleImports, ev.AgentPackageDefault)
+	}
+}
+
+// TestVendorHashIsCurrent: package.nix's vendorHash is the hash of `go mod
+// vendor` for this go.sum (as `make vendor-hash` prints it), so that the
+// flake builds after a dependency changes.
+func TestVendorHashIsCurrent(t *testing.T) {
+	testenv.RequireTool(t, "nix", "go")
+	out, err := exec.Command("make", "-s", "-C", fixtures.Root(), "vendor-hash").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make vendor-hash: %v\n%s", err, out)
+	}
+	hash := strings.TrimSpace(string(out))
+	pkg, err := os.ReadFile(filepath.Join(fixtures.Root(), "package.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(pkg), `vendorHash = "`+hash+`";`) {
+		t.Errorf("package.nix's vendorHash is stale: go.sum vendors to %s (run make vendor-hash and put it in package.nix)", hash)
+	}
+}
