@@ -209,6 +209,10 @@ func addServeFlags(cmd *cobra.Command, cfg *Config) {
 	f.StringVar(&cfg.Terraform, "terraform", "terraform", "terraform or tofu (name on PATH or path)")
 	f.StringVar(&cfg.TerraformBackend, "terraform-backend", "", "state backend of every root, configured by its environment (pg: PG_CONN_STR); default: local state under --state-dir")
 	f.DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second, "how long an agent waits for the server to confirm a healthy generation before it rolls back")
+	f.Var(&substituters{&cfg.Substituters}, "substituters", "binary caches builds substitute from, space-separated (default: the host's Nix configuration, cache.nixos.org unless changed)")
+	f.Var(&noSubstituters{&cfg.Substituters}, "no-substituters", "build everything locally, asking no binary cache (offline; the demo and the tests)")
+	f.Lookup("no-substituters").NoOptDefVal = "true"
+	f.IntVar(&cfg.KeepGenerations, "keep-generations", 5, "built systems kept from garbage collection per service (rooted under --state-dir/gcroots); older ones are released")
 }
 
 // socketTarget is the gRPC target of a unix socket path, relative or
@@ -219,3 +223,30 @@ func socketTarget(path string) string {
 	}
 	return "unix://" + path
 }
+
+// substituters is --substituters: it replaces the host's substituters.
+type substituters struct{ p **string }
+
+func (s *substituters) String() string {
+	if s.p == nil || *s.p == nil {
+		return ""
+	}
+	return **s.p
+}
+func (s *substituters) Set(v string) error { *s.p = &v; return nil }
+func (s *substituters) Type() string       { return "urls" }
+
+// noSubstituters is --no-substituters: substituters "".
+type noSubstituters struct{ p **string }
+
+func (s *noSubstituters) String() string { return "false" }
+func (s *noSubstituters) Set(v string) error {
+	if v != "true" {
+		return fmt.Errorf("--no-substituters takes no value")
+	}
+	none := ""
+	*s.p = &none
+	return nil
+}
+func (s *noSubstituters) Type() string     { return "bool" }
+func (s *noSubstituters) IsBoolFlag() bool { return true }

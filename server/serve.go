@@ -72,6 +72,12 @@ type Config struct {
 	// HTTPListen, if set, serves the status page and /metrics there (read
 	// only; loopback by default).
 	HTTPListen string
+	// Substituters replaces the host's substituters for builds (a
+	// space-separated list; nil keeps the host's Nix configuration, ""
+	// uses none).
+	Substituters *string
+	// KeepGenerations is how many built systems per service stay rooted.
+	KeepGenerations int
 	// ConfirmTimeout is how long an agent waits for confirmation of a
 	// healthy generation (0 = 30 s).
 	ConfirmTimeout time.Duration
@@ -146,7 +152,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	work := filepath.Join(cfg.StateDir, "work")
 	tf := &steps.Terraform{Store: st, Secrets: secrets, WorkDir: work,
 		Applier: &terraform.Runner{Binary: cfg.Terraform, Backend: cfg.TerraformBackend, PluginCacheDir: filepath.Join(work, "plugins")}}
-	build := &steps.Build{Store: st, Secrets: secrets, CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey}
+	build := &steps.Build{Store: st, Secrets: secrets, CacheDir: filepath.Join(cfg.StateDir, "cache"), CacheKey: cacheKey,
+		GCRoots: filepath.Join(cfg.StateDir, "gcroots"), Keep: cfg.KeepGenerations}
+	if cfg.Substituters != nil {
+		build.NixOptions = []string{"--option", "substituters", *cfg.Substituters}
+	}
 	deliver := &steps.Deliver{Store: st, Agents: hub, ConfirmTimeout: cfg.ConfirmTimeout,
 		CacheDir: build.CacheDir, CachePublicKey: cacheKey.Public}
 	runners := &steps.Set{

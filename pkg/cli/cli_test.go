@@ -175,7 +175,7 @@ func startServer(ts *testscript.TestScript, neg bool, args []string) {
 	work := ts.Getenv("WORK")
 	socket := filepath.Join(work, "control.sock")
 	lines := background(ts, "nixmox-server", "serve", "--state-dir", filepath.Join(work, "state"),
-		"--listen", "127.0.0.1:0", "--socket", socket, "--http-listen", "127.0.0.1:0")
+		"--listen", "127.0.0.1:0", "--socket", socket, "--http-listen", "127.0.0.1:0", "--no-substituters")
 	line := await(ts, lines, `serving: agents=`)
 	addr := regexp.MustCompile(`agents=(\S+)`).FindStringSubmatch(line)[1]
 	servers.Store(ts, &runningServer{addr: addr, lines: lines})

@@ -15,6 +15,8 @@ type Manifest struct {
 	CoreServices map[string]*Service `json:"core_services" doc:"Services everything else stands on (DNS, PostgreSQL, the reverse proxy, the identity provider). They are deployed first, in dependency order, and a failure among them halts the rollout."`
 	Services     map[string]*Service `json:"services" doc:"Application services. Each is deployed once everything it needs is healthy; independent services are deployed in parallel."`
 
+	Flake string `json:"flake" doc:"A flake whose nixosConfigurations.<service> is the system of every service that has neither closure nor exec, e.g. \".\" (the manifest's directory), \"./hosts\" or \"github:me/homelab\". A reference starting with . or / is a path relative to the manifest; anything else is passed to Nix as written. nixmox adds what it knows of the service (rendered files, Terraform outputs, secret names) with extendModules, as the module argument nixmox. See docs/nixos.md."`
+
 	DeploymentPhases *DeploymentPhases `json:"deployment_phases" doc:"Optional statement of which service belongs to which phase. nixmox derives the phases from the dependency graph; when this is given it must agree with the graph."`
 
 	HealthCheckTimeout     int  `json:"health_check_timeout" default:"600" doc:"Seconds a service may take, after its configuration is switched, to report healthy before its deploy fails."`
@@ -78,7 +80,7 @@ type Service struct {
 	Ports     []int     `json:"ports" doc:"TCP ports the service listens on (1-65535)."`
 	Tags      []string  `json:"tags" doc:"Labels for selecting services (apply --on @tag) and Proxmox tags."`
 	Interface Interface `json:"interface" doc:"What the service needs from the rest of the homelab and how its health is checked."`
-	Closure   string    `json:"closure" doc:"Nix file, relative to the manifest, that evaluates to the service's system: a NixOS system (bin/switch-to-configuration) or any derivation with bin/activate. nixmox-server builds it (with --argstr nixmox, see docs/local.md) for the service's nix step and the agent switches to it."`
+	Closure   string    `json:"closure" doc:"The service's system: a Nix file relative to the manifest (called with nixmox = JSON when it takes that argument, see docs/local.md), or a flake output FLAKE#ATTR (e.g. \".#nixosConfigurations.dns\"; a nixosConfiguration gets nixmox's facts through extendModules, see docs/nixos.md). It evaluates to a NixOS system (bin/switch-to-configuration) or any derivation with bin/activate. nixmox-server builds it for the service's nix step and the agent switches to it. Default with a top-level flake: FLAKE#nixosConfigurations.<service>."`
 	Exec      []string  `json:"exec" doc:"Instead of a closure, the escape hatch for a host without an agent: a program and its arguments (no shell) that nixmox-server runs on its own host, in the manifest's directory, for the service's nix step, with NIXMOX_SERVICE, NIXMOX_IP, NIXMOX_HOSTNAME and NIXMOX_FILES (the rendered files) set; its exit status decides the step, bounded by health_check_timeout. The verify step then runs the service's health checks from the server."`
 
 	// Name is the service's key in core_services or services.

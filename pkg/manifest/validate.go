@@ -394,6 +394,11 @@ func (v *validator) collect() {
 func (v *validator) globals() {
 	m := v.m
 	v.intRange(nil, "health_check_timeout", m.HealthCheckTimeout, 1, 86400)
+	if m.Flake != "" {
+		if err := checkFlakeRef(m.Flake); err != nil {
+			v.diags.Addf(Path(nil).Key("flake"), "%q: %v", truncate(m.Flake, 80), err)
+		}
+	}
 	v.intRange(nil, "retry_attempts", m.RetryAttempts, 0, 100)
 	v.intRange(nil, "retry_delay", m.RetryDelay, 0, 3600)
 }
@@ -422,8 +427,16 @@ func (v *validator) service(s *Service) {
 	if s.VMID != 0 {
 		v.intRange(p, "vmid", s.VMID, 100, 999999999)
 	}
-	if s.Closure != "" && !isCleanPath(s.Closure) {
-		v.diags.Addf(p.Key("closure"), "%q is not a usable file path", truncate(s.Closure, 80))
+	if s.Closure != "" {
+		if ref, attr, ok := strings.Cut(s.Closure, "#"); ok {
+			if err := checkFlakeRef(ref); err != nil {
+				v.diags.Addf(p.Key("closure"), "%q: %v", truncate(s.Closure, 80), err)
+			} else if _, err := AttrPath(attr); err != nil {
+				v.diags.Addf(p.Key("closure"), "%q: %v", truncate(s.Closure, 80), err)
+			}
+		} else if !isCleanPath(s.Closure) {
+			v.diags.Addf(p.Key("closure"), "%q is not a usable file path", truncate(s.Closure, 80))
+		}
 	}
 	if len(s.Exec) > 0 {
 		switch {

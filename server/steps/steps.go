@@ -73,8 +73,9 @@ type Job struct {
 	// LogDir, if set, holds each step's tool output (STEP.log, owner-only).
 	LogDir string
 
-	mu   sync.Mutex
-	drvs map[string]string // nix-instantiate's answer by its arguments
+	mu    sync.Mutex
+	batch sync.Once
+	evals map[string]evaluated // the systems' evaluations, by job
 }
 
 // StepLog opens the file a step's tool output goes to; done closes it.

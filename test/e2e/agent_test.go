@@ -65,6 +65,10 @@ func run(t testing.TB, name string, args ...string) *proc {
 		// Servers run side by side: each its own status page port.
 		args = append(args, "--http-listen", "127.0.0.1:0")
 	}
+	if name == "nixmox-server" && len(args) > 0 && args[0] == "serve" {
+		// Tests ask no binary cache beyond loopback: everything is built.
+		args = append(args, "--no-substituters")
+	}
 	path := filepath.Join(bin, name)
 	if !strings.HasPrefix(name, "nixmox-") {
 		path = name // another program, from PATH

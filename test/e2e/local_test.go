@@ -66,6 +66,14 @@ func newHomelab(t testing.TB) *homelab {
 	}
 	h.manifest = filepath.Join(h.dir, "homelab.nix")
 	h.edit(t, `net = "10.231.0";`, `net = "`+e2eNet+`";`)
+	h.start()
+	return h
+}
+
+// start plans h.manifest and starts a server with the local provider on
+// it, taken down at the test's end.
+func (h *homelab) start() {
+	t := h.t
 	var plan struct{ Steps []json.RawMessage }
 	out, err := exec.Command(filepath.Join(bin, "nixmox-cli"), "plan", "-f", h.manifest, "--format", "json").Output()
 	if err := errors.Join(err, json.Unmarshal(out, &plan)); err != nil || len(plan.Steps) == 0 {
@@ -98,7 +106,6 @@ func newHomelab(t testing.TB) *homelab {
 	}
 	h.srv = h.serve()
 	t.Cleanup(h.down)
-	return h
 }
 
 // freePort is an address on every interface with a port free now.

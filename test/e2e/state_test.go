@@ -25,7 +25,7 @@ func TestDamagedStateIsRefusedAndRestored(t *testing.T) {
 	state := filepath.Join(dir, "server")
 	db := filepath.Join(state, "state.db")
 	socket := filepath.Join(dir, "control.sock")
-	serveArgs := []string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--socket", socket, "--http-listen", ""}
+	serveArgs := []string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--socket", socket, "--http-listen", "", "--no-substituters"}
 	manifest := filepath.Join(dir, "m.json")
 	if err := os.WriteFile(manifest, []byte(`{"network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/24"},
   "services": {"b": {"ip": "10.9.0.11", "hostname": "b.lab.test", "exec": ["true"]}}}`), 0o644); err != nil {
