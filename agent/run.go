@@ -17,7 +17,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -65,9 +67,30 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	creds, err := credentialsFor(ctx, cfg, log)
-	if err != nil {
-		return err
+	after := cfg.After
+	if after == nil {
+		after = time.After
+	}
+	b := backoff{jitter: cfg.Jitter}
+	var creds credentials.TransportCredentials
+	for {
+		var err error
+		if creds, err = credentialsFor(ctx, cfg, log); err == nil {
+			break
+		}
+		// A server that is not there yet, or that asks enrollments to slow
+		// down (it limits them per address), is waited for; anything else
+		// (a used or forged token) ends the agent.
+		if c := status.Code(errors.Unwrap(err)); c != codes.Unavailable && c != codes.ResourceExhausted && c != codes.DeadlineExceeded {
+			return err
+		}
+		wait := b.next(false)
+		log.Warn("enrolling failed; trying again", "error", err, "in", wait)
+		select {
+		case <-after(wait):
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	st := newState(cfg, log)
 	st.recover(ctx)
@@ -84,11 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		st.stopMonitor()
 		st.mu.Unlock()
 	}()
-	after := cfg.After
-	if after == nil {
-		after = time.After
-	}
-	b := backoff{jitter: cfg.Jitter}
+	b = backoff{jitter: cfg.Jitter}
 	for {
 		connected, err := session(ctx, cfg, creds, st)
 		if ctx.Err() != nil {

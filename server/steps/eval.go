@@ -4,8 +4,10 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -124,10 +126,20 @@ func (b *Build) evalJobs(ctx context.Context, jobs map[string]evalJob) (map[stri
 	if err != nil {
 		return nil, err
 	}
-	// The expression is this program's own; what varies goes in as one
-	// JSON string argument, never into the expression's text.
+	// The expression is this program's own; what varies goes in as a JSON
+	// file (owner-only: it names secrets, never their values), never into
+	// the expression's text.
+	f, err := os.CreateTemp("", "nixmox-eval-*.json")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return nil, err
+	}
 	args := []string{"--extra-experimental-features", "nix-command flakes",
-		"--eval", "--strict", "--json", "--read-write-mode", "-E", evalExpr, "--argstr", "jobs", string(data)}
+		"--eval", "--strict", "--json", "--read-write-mode", "-E", evalExpr, "--argstr", "jobsFile", f.Name()}
 	out, err := b.nix(ctx, "nix-instantiate", args...)
 	if err != nil {
 		if len(jobs) == 1 {

@@ -1,11 +1,12 @@
 # Evaluates every system of a rollout in one Nix evaluation (nixmox-server
-# passes jobs, a JSON object: service -> { file, nixmox } for a Nix file, or
+# passes jobsFile, a JSON file — no command line argument holds more than
+# 128 KiB — of an object: service -> { file, nixmox } for a Nix file, or
 # { flake, attr, nixmox } for a flake output). For each it returns the
 # derivation and output paths, whether it is a NixOS system, and whether
 # that system enables nixmox-agent.
-{ jobs }:
+{ jobsFile }:
 let
-  js = builtins.fromJSON jobs;
+  js = builtins.fromJSON (builtins.readFile jobsFile);
   # As nix-build calls a file that is a function: with the arguments it
   # names (nixmox, a JSON string), its defaults for the rest.
   call = f: arg:

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/plan"
 )
 
@@ -48,9 +49,13 @@ func servicesJob(t *testing.T, n int, broken string) *Job {
 		if err := os.WriteFile(filepath.Join(dir, name+".nix"), []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		members = append(members, fmt.Sprintf(`"%s": {"ip": "10.9.0.%d", "hostname": "%s.lab.test", "closure": "%s.nix"}`, name, 10+i, name, name))
+		members = append(members, fmt.Sprintf(`"%s": {"ip": "10.9.%d.%d", "hostname": "%s.lab.test", "closure": "%s.nix"}`, name, i/200, 10+i%200, name, name))
 	}
-	m := testManifest(t, strings.Join(members, ", "))
+	m, err := manifest.Parse([]byte(`{"network": {"dns_server": "10.9.0.2", "gateway": "10.9.0.1", "network_cidr": "10.9.0.0/16"},
+  "health_check_timeout": 20, "services": {`+strings.Join(members, ", ")+`}}`), manifest.FormatJSON, "m.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	for _, s := range m.Enabled() {
 		names = append(names, s.Name)
@@ -150,5 +155,23 @@ func TestBuiltSystemsAreRooted(t *testing.T) {
 	}
 	if !strings.Contains(string(out), filepath.Join(roots, "web", "3")+" -> "+built[2]) {
 		t.Errorf("Nix does not list %s as a root:\n%s", filepath.Join(roots, "web", "3"), out)
+	}
+}
+
+// TestOneEvaluationOfManySystems: the jobs of a large rollout (700
+// services: more than the 128 KiB one command-line argument may hold) are
+// still evaluated together.
+func TestOneEvaluationOfManySystems(t *testing.T) {
+	needNix(t)
+	runs := countingNix(t)
+	d := &Deploy{Build: &Build{Store: newStore(t)}}
+	j := servicesJob(t, 700, "")
+	for _, s := range []string{"s0", "s350", "s699"} {
+		if _, err := d.Fingerprint(testCtx(t), j, step(plan.NixServiceConfig, s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := runs(); n != 1 {
+		t.Errorf("%d evaluations for 700 services, want 1", n)
 	}
 }
