@@ -148,6 +148,24 @@ func nixosSwitcher(t *testing.T, dir string, rec *recorder) *agent.Switcher {
 	}
 }
 
+// onOne is a switcher in a new directory whose system runs the stand-in
+// system "one", confirmed; the stages reported so far are taken.
+func onOne(t *testing.T) (dir, state string, rec *recorder, sw *agent.Switcher, g1 string) {
+	t.Helper()
+	dir = t.TempDir()
+	state = filepath.Join(dir, "active")
+	rec = &recorder{}
+	sw = nixosSwitcher(t, dir, rec)
+	confirmed := make(chan struct{})
+	close(confirmed)
+	g1 = system{label: "one", state: state, dir: dir}.build(t)
+	if err := sw.Apply(context.Background(), agent.Desired{Generation: 1, StorePath: g1, Health: check("one", state)}, confirmed); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	return dir, state, rec, sw, g1
+}
+
 func check(label, state string) health.Spec {
 	return health.Spec{Liveness: fmt.Sprintf("grep -qx %s %s", label, state), Timeout: 10 * time.Second}
 }
@@ -158,17 +176,9 @@ func check(label, state string) health.Spec {
 // the agent stopping (SIGTERM ends Run's context) returns at once and
 // leaves the switch running to its end, in a session of its own.
 func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "active")
-	rec := &recorder{}
-	sw := nixosSwitcher(t, dir, rec)
+	dir, state, rec, sw, g1 := onOne(t)
 	confirmed := make(chan struct{})
 	close(confirmed)
-	g1 := system{label: "one", state: state, dir: dir}.build(t)
-	if err := sw.Apply(context.Background(), agent.Desired{Generation: 1, StorePath: g1, Health: check("one", state)}, confirmed); err != nil {
-		t.Fatal(err)
-	}
-	rec.take()
 
 	// Superseded while switching: the switch finishes, then is undone.
 	g2 := system{label: "two", state: state, dir: dir}.build(t)
@@ -350,17 +360,9 @@ func TestRecoverAfterTheAgentDied(t *testing.T) {
 // nixos-version, and a generic closure where NixOS runs, are refused
 // before anything changes, with the reason reported.
 func TestRefusesWhatWouldBreakTheContainer(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "active")
-	rec := &recorder{}
-	sw := nixosSwitcher(t, dir, rec)
+	dir, state, rec, sw, g1 := onOne(t)
 	confirmed := make(chan struct{})
 	close(confirmed)
-	g1 := system{label: "one", state: state, dir: dir}.build(t)
-	if err := sw.Apply(context.Background(), agent.Desired{Generation: 1, StorePath: g1, Health: check("one", state)}, confirmed); err != nil {
-		t.Fatal(err)
-	}
-	rec.take()
 	for _, c := range []struct {
 		path, want string
 	}{

@@ -86,9 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		wait := b.next(false)
 		log.Warn("enrolling failed; trying again", "error", err, "in", wait)
-		select {
-		case <-after(wait):
-		case <-ctx.Done():
+		if !sleep(ctx, after, wait) {
 			return nil
 		}
 	}
@@ -115,11 +113,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		wait := b.next(connected)
 		log.Warn("stream ended; reconnecting", "error", err, "in", wait)
-		select {
-		case <-after(wait):
-		case <-ctx.Done():
+		if !sleep(ctx, after, wait) {
 			return nil
 		}
+	}
+}
+
+// sleep waits d on the clock after; false when ctx ended first.
+func sleep(ctx context.Context, after func(time.Duration) <-chan time.Time, d time.Duration) bool {
+	select {
+	case <-after(d):
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

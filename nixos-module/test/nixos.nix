@@ -11,17 +11,8 @@
 { nixpkgs, package, configFile ? null }:
 let
   lib = import (nixpkgs + "/lib");
-  stub = name: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; };
-  # The stub's store paths are computed, not built: a unit referring to
-  # them says exactly what NixOS would write.
-  pkgs = lib.genAttrs [ "systemd" "coreutils" "bash" "findutils" "gnugrep" "gnused" "nix" ] stub // {
-    writeText = name: text: builtins.toFile name text;
-    writeTextFile = { name, text, ... }: builtins.toFile name text;
-    runCommand = name: env: script: stub name;
-    writeShellScriptBin = name: text: stub name;
-    writeShellApplication = { name, ... }: stub name;
-    buildPackages = { xorg.lndir = stub "lndir"; };
-  };
+  pkgs = import ./stub-pkgs.nix { inherit lib; };
+  inherit (pkgs) stub;
   eval = lib.evalModules {
     class = "nixos";
     modules = [

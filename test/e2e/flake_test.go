@@ -35,7 +35,8 @@ func newFlakeLab(t *testing.T) (*homelab, string) {
 	}
 	for src, dst := range map[string]string{
 		filepath.Join(fixtures.Root(), "test", "e2e", "testdata", "flake", "system.nix"): "system.nix",
-		filepath.Join(fixtures.Root(), "nixos-module", "agent.nix"):                     "agent.nix",
+		filepath.Join(fixtures.Root(), "nixos-module", "agent.nix"):                      "agent.nix",
+		filepath.Join(fixtures.Root(), "nixos-module", "test", "stub-pkgs.nix"):          "stub-pkgs.nix",
 	} {
 		data, err := os.ReadFile(src)
 		if err != nil {

@@ -9,15 +9,8 @@
 { nixpkgs, name, markerDir, modules ? [ ] }:
 let
   lib = import (nixpkgs + "/lib");
-  stub = n: derivation { name = n; system = builtins.currentSystem; builder = "/bin/sh"; };
-  pkgs = lib.genAttrs [ "systemd" "coreutils" "bash" "findutils" "gnugrep" "gnused" "nix" ] stub // {
-    writeText = n: text: builtins.toFile n text;
-    writeTextFile = { name, text, ... }: builtins.toFile name text;
-    runCommand = n: env: script: stub n;
-    writeShellScriptBin = n: text: stub n;
-    writeShellApplication = { name, ... }: stub name;
-    buildPackages = { xorg.lndir = stub "lndir"; };
-  };
+  # ./stub-pkgs.nix is nixos-module/test/stub-pkgs.nix, copied beside it.
+  pkgs = import ./stub-pkgs.nix { inherit lib; };
 in
 lib.evalModules {
   class = "nixos";
