@@ -163,3 +163,20 @@ func TestVerifyOrder(t *testing.T) {
 		t.Errorf("ran %v", ran)
 	}
 }
+
+// TestChecksFindTheSystemsPrograms: a check runs with Prober.Path first on
+// its PATH — the service system's programs (/run/current-system/sw/bin on
+// NixOS), which the agent's own PATH does not have.
+func TestChecksFindTheSystemsPrograms(t *testing.T) {
+	sys := t.TempDir()
+	if err := os.WriteFile(filepath.Join(sys, "nixmox-probe-only-here"), []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := health.Spec{Liveness: "nixmox-probe-only-here", Timeout: 10 * time.Second}
+	if err := (health.Prober{}).Verify(context.Background(), spec); err == nil {
+		t.Fatal("the program was found without the system's path: the test shows nothing")
+	}
+	if err := (health.Prober{Path: sys}).Verify(context.Background(), spec); err != nil {
+		t.Errorf("with the system's path: %v", err)
+	}
+}
