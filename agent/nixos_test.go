@@ -176,7 +176,7 @@ func check(label, state string) health.Spec {
 // the agent stopping (SIGTERM ends Run's context) returns at once and
 // leaves the switch running to its end, in a session of its own.
 func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
-	dir, state, rec, sw, g1 := onOne(t)
+	dir, state, rec, sw, _ := onOne(t)
 	confirmed := make(chan struct{})
 	close(confirmed)
 
@@ -234,13 +234,17 @@ func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
 		t.Errorf("no switch record left for the next start: %v", err)
 	}
 
-	// The next start: three was never checked, so it is rolled back.
+	// The next start: the switch to three ended and the system runs it,
+	// so three is checked and waits for the server's confirmation.
 	r := nixosSwitcher(t, dir, rec).Recover()
-	if r.Generation != 3 || r.Confirmed || r.Resume || r.Err == nil || !strings.Contains(r.Err.Error(), "generation 3 was interrupted (the agent stopped) before its checks passed") {
-		t.Fatalf("recovery %+v", r)
+	if r.Generation != 3 || r.Confirmed || !r.Resume || r.Err != nil {
+		t.Fatalf("recovery %+v, want three resumed", r)
 	}
-	if p, _ := sw.Profile.Path(); p != g1 || active(t, state) != "one" {
-		t.Errorf("after recovery the profile is on %s, the system runs %q; want %s, one", p, active(t, state), g1)
+	if err := nixosSwitcher(t, dir, rec).ResumeRecovered(context.Background(), r, confirmed); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "agent", "generation")); string(got) != "3" || active(t, state) != "three" {
+		t.Errorf("after the resumed switch: generation %q, running %q", got, active(t, state))
 	}
 }
 
@@ -334,6 +338,22 @@ func TestRecoverAfterTheAgentDied(t *testing.T) {
 	}
 	if _, err := os.Stat(recordFile); !os.IsNotExist(err) {
 		t.Errorf("the record outlived the rollback")
+	}
+
+	// A switch that did not reach the new system (it runs three still):
+	// rolled back, whatever the deadline.
+	g4 := system{label: "four", state: state, dir: dir}.build(t)
+	dies(g4, "four")
+	link := filepath.Join(dir, "current-system")
+	os.Remove(link)
+	if err := os.Symlink(g3, link); err != nil {
+		t.Fatal(err)
+	}
+	next = nixosSwitcher(t, dir, rec)
+	next.CurrentSystem = link
+	r = next.Recover()
+	if r.Resume || r.Err == nil || !strings.Contains(r.Err.Error(), "is not what runs") {
+		t.Fatalf("a switch that did not reach the system: %+v", r)
 	}
 
 	// The server had confirmed it: made active, nothing switched.

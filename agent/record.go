@@ -101,7 +101,7 @@ type Recovery struct {
 	Generation int64
 	// Confirmed: the server had confirmed it; it is now the active one.
 	Confirmed bool
-	// Resume: it is running, healthy-checked before, and its deadline has
+	// Resume: the system runs it and its deadline (if it had one yet) has
 	// not passed; the caller checks it again and waits for the server.
 	Resume bool
 	// Err is why it was rolled back (Confirmed and Resume false).
@@ -112,11 +112,11 @@ type Recovery struct {
 
 // Recover finishes the story of a switch the agent did not see to its
 // end (it was killed, the container rebooted, systemd stopped it): a
-// generation the server had confirmed becomes the active one; one still
-// running within its confirmation deadline is resumed; anything else —
-// a switch interrupted before its checks, a deadline gone by, a system
-// that is neither the old nor the new one — is rolled back to the
-// previous generation, by store path.
+// generation the server had confirmed becomes the active one; one the
+// system runs is resumed (checked, then confirmed or not) within its
+// confirmation deadline; anything else — a switch that did not reach the
+// new system, a deadline gone by — is rolled back to the previous
+// generation, by store path.
 func (s *Switcher) Recover() Recovery {
 	if s.StateDir == "" {
 		return Recovery{}
@@ -140,14 +140,18 @@ func (s *Switcher) Recover() Recovery {
 		return r
 	}
 	running := s.running()
-	if !rec.Deadline.IsZero() && s.now().Before(rec.Deadline) && running == rec.New {
+	// The switch ended and the system runs the new generation: check it
+	// (again) and wait for the server, within its deadline — or, when it
+	// never got one (the agent stopped before the checks passed), a new
+	// one. This is also how an agent hands over to the one the generation
+	// brings (the bootstrap agent of a new Proxmox container is stopped
+	// when the generation's nixmox-agent.service starts).
+	if running == rec.New && (rec.Deadline.IsZero() || s.now().Before(rec.Deadline)) {
 		r.Resume = true
 		return r
 	}
 	var cause error
 	switch {
-	case rec.Deadline.IsZero():
-		cause = fmt.Errorf("generation %d was interrupted (the agent stopped) before its checks passed", rec.Generation)
 	case running != rec.New:
 		cause = fmt.Errorf("generation %d is not what runs (%s) after the agent stopped", rec.Generation, running)
 	default:

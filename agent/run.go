@@ -237,6 +237,7 @@ type state struct {
 	active          int64                                // last confirmed generation
 	applying        int64
 	applyingHealthy bool
+	rolledBack      bool          // the generation being applied was rolled back; its Apply is ending
 	confirm         chan struct{} // closed when the server confirms applying
 	stopMonitor     func()
 	health          nixmoxv1.Health // the monitor's last result
@@ -300,19 +301,26 @@ func (st *state) stage(g int64, s Stage, text string) {
 	} else {
 		st.log.Info("stage", "generation", g, "stage", s)
 	}
-	if s == Healthy || s == Failed {
+	// The state and the stream are read under one lock with the hello
+	// (session): the stage is in the hello or reported on the stream.
+	st.mu.Lock()
+	if (s == Healthy || s == Failed) && st.applying == g {
 		// A failed generation is no longer waiting for a confirmation, even
 		// while it is being rolled back.
-		st.mu.Lock()
-		if st.applying == g {
-			st.applyingHealthy = s == Healthy
-		}
-		st.mu.Unlock()
+		st.applyingHealthy = s == Healthy
 	}
-	st.mu.Lock()
+	if s == RolledBack && st.applying == g {
+		st.rolledBack = true // asked for again from now on, it is applied anew
+	}
 	unconfirmed := (s == Failed || s == RolledBack) && st.unconfirmedGen == g
+	send := st.send
 	st.mu.Unlock()
-	st.emit(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(s), Log: text, Unconfirmed: unconfirmed}}})
+	if send == nil {
+		return // the next hello carries the state
+	}
+	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Stage{Stage: &nixmoxv1.StageReport{Generation: g, Stage: stageOf(s), Log: text, Unconfirmed: unconfirmed}}}); err != nil {
+		st.log.Warn("reporting", "error", err)
+	}
 }
 
 // desired starts applying a generation, unless it is the one already
@@ -320,6 +328,11 @@ func (st *state) stage(g int64, s Stage, text string) {
 func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 	st.mu.Lock()
 	if st.applying == d.GetGeneration() && st.applying != 0 {
+		if st.rolledBack {
+			// Its rollback is reported and ends now: the server asks for
+			// it again (it was reverted for want of a confirmation).
+			st.next = d
+		}
 		st.mu.Unlock()
 		return
 	}
@@ -337,7 +350,7 @@ func (st *state) desired(ctx context.Context, d *nixmoxv1.DesiredGeneration) {
 		st.mu.Unlock()
 		return
 	}
-	st.applying, st.applyingHealthy, st.confirm = d.GetGeneration(), false, make(chan struct{})
+	st.applying, st.applyingHealthy, st.rolledBack, st.confirm = d.GetGeneration(), false, false, make(chan struct{})
 	confirm := st.confirm
 	applyCtx, cancel := context.WithCancelCause(ctx)
 	st.cancelApply = cancel
@@ -496,15 +509,17 @@ func session(ctx context.Context, cfg Config, creds credentials.TransportCredent
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
+	// The hello and the stream's taking over of reports happen under one
+	// lock: a stage reached meanwhile is either in the hello or reported
+	// after it, never lost between the two.
 	st.mu.Lock()
 	hello := &nixmoxv1.Hello{ActiveGeneration: st.active, Applying: st.applying, ApplyingHealthy: st.applyingHealthy, AgentVersion: Version, Health: st.health,
 		FailedGeneration: st.failedGen, Failure: st.failure, FailureUnconfirmed: st.failedGen != 0 && st.failedGen == st.unconfirmedGen,
 		FailureInterrupted: st.failedGen != 0 && st.failedGen == st.interruptedGen}
-	st.mu.Unlock()
 	if err := send(&nixmoxv1.ConnectRequest{Message: &nixmoxv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
+		st.mu.Unlock()
 		return false, err
 	}
-	st.mu.Lock()
 	st.send = send
 	st.mu.Unlock()
 	defer func() {

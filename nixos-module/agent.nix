@@ -65,7 +65,11 @@ in
       description = "nixmox-agent: switches this container to the generations nixmox-server asks for";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      # The agent a new Proxmox container was brought up with (a transient
+      # unit) hands over to this one: it is stopped first, and this agent
+      # finishes the switch it was waiting on (its switch record).
+      conflicts = [ "nixmox-agent-bootstrap.service" ];
+      after = [ "network-online.target" "nixmox-agent-bootstrap.service" ];
       # The agent runs switch-to-configuration itself: a switch must not stop
       # or restart the agent in the middle of it. A new agent takes over at
       # the next boot or `systemctl restart nixmox-agent`.

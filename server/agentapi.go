@@ -151,6 +151,12 @@ func (a *AgentAPI) Connect(stream nixmoxv1.AgentService_ConnectServer) error {
 		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_FAILED, Log: hello.GetFailure(), Unconfirmed: unconfirmed, Interrupted: interrupted})
 		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: fg, Stage: nixmoxv1.Stage_STAGE_ROLLED_BACK, Log: "reported on reconnect: " + hello.GetFailure(), Unconfirmed: unconfirmed, Interrupted: interrupted})
 	}
+	if g := hello.GetApplying(); g != 0 && hello.GetApplyingHealthy() {
+		// Healthy and waiting for a confirmation, possibly reported while
+		// the stream was down (an agent that restarted mid-switch resumes
+		// before it reconnects): whoever waits for it confirms it now.
+		a.Hub.Report(svc, &nixmoxv1.StageReport{Generation: g, Stage: nixmoxv1.Stage_STAGE_HEALTHY, Log: "reported on reconnect"})
+	}
 	if h := hello.GetHealth(); h != nixmoxv1.Health_HEALTH_UNSPECIFIED {
 		// What the agent's monitor saw while it was away is its health now.
 		log.Info("health", "check", "hello", "health", h)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -97,6 +99,17 @@ func newProvider(cfg Config, agentPort int) (provider.Provider, error) {
 	case "proxmox":
 		pc := cfg.Proxmox
 		pc.Dir = filepath.Join(cfg.StateDir, "proxmox")
+		if pc.ServerAddress == "" {
+			// The address containers reach the server by: --host, else the
+			// listener's own host.
+			host, _, _ := net.SplitHostPort(cfg.AgentListen)
+			if len(cfg.AgentHosts) > 0 {
+				host = cfg.AgentHosts[0]
+			}
+			if host != "" && !net.ParseIP(host).IsUnspecified() {
+				pc.ServerAddress = net.JoinHostPort(host, strconv.Itoa(agentPort))
+			}
+		}
 		return proxmox.New(pc), nil
 	}
 	return nil, fmt.Errorf("unknown provider %q: none, local or proxmox", cfg.Provider)

@@ -75,6 +75,9 @@ type Service struct {
 	Version   string    `json:"version" doc:"Free-form version label of what the service runs, shown in status."`
 	Resources Resources `json:"resources" doc:"CPU, memory and disk of the container."`
 	OnBoot    bool      `json:"onboot" default:"true" doc:"Start the container when the Proxmox host boots."`
+	Node      string    `json:"node" doc:"Proxmox: the cluster node the container is created on (default: --proxmox-node). A container migrated since is found where it is."`
+	HA        bool      `json:"ha" doc:"Proxmox: manage the container with Proxmox's HA manager (registered after it is created, removed before it is deleted)."`
+	Restart   string    `json:"restart" enum:"on-change,never" default:"on-change" doc:"Proxmox: what a change that a running container takes only at its next start (nameserver, searchdomain, features, ...) does: on-change restarts it (a clean shutdown, then a start); never leaves the change pending, and status and --dry-run say so."`
 	Start     bool      `json:"start" default:"true" doc:"Start the container once it is created."`
 	DependsOn []string  `json:"depends_on" doc:"Services that must be healthy before this one is deployed. nixmox adds the implicit ones (auth provider, database host, reverse proxy) itself."`
 	Ports     []int     `json:"ports" doc:"TCP ports the service listens on (1-65535)."`

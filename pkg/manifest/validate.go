@@ -427,6 +427,9 @@ func (v *validator) service(s *Service) {
 	if s.VMID != 0 {
 		v.intRange(p, "vmid", s.VMID, 100, 999999999)
 	}
+	if s.Node != "" && !pveNode.MatchString(s.Node) {
+		v.diags.Addf(p.Key("node"), "%q is not a Proxmox node name (letters, digits and inner dashes)", truncate(s.Node, 80))
+	}
 	if s.Closure != "" {
 		if ref, attr, ok := strings.Cut(s.Closure, "#"); ok {
 			if err := checkFlakeRef(ref); err != nil {
@@ -525,6 +528,9 @@ func (v *validator) terraform(p Path, tf *Terraform) {
 }
 
 // isCleanPath accepts file paths without control characters.
+// pveNode is PVE's pve-node format.
+var pveNode = regexp.MustCompile(`^(?i:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$`)
+
 func isCleanPath(s string) bool {
 	return s != "" && len(s) <= 4096 && strings.IndexFunc(s, unicode.IsControl) < 0
 }

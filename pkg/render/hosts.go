@@ -2,6 +2,7 @@ package render
 
 import (
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,9 +11,12 @@ import (
 )
 
 // Container is the LXC container the server creates for a service, in the
-// Proxmox API's own field names (POST /nodes/{node}/lxc), so that a user can
-// review exactly what will be created. The API URL and token never appear.
+// Proxmox API's own field names (POST /nodes/{node}/lxc): the Proxmox
+// provider sends exactly Params(), and `generate` writes the same
+// (containers/<s>.json), so that a user reviews what will be created. The
+// API URL and token never appear.
 type Container struct {
+	Node          string `json:"node,omitempty"` // where it is created: the URL, not a parameter
 	VMID          int    `json:"vmid,omitempty"`
 	Hostname      string `json:"hostname"`
 	Cores         int    `json:"cores"`
@@ -24,48 +28,77 @@ type Container struct {
 	Searchdomain  string `json:"searchdomain"`
 	SSHPublicKeys string `json:"ssh-public-keys,omitempty"`
 	OnBoot        int    `json:"onboot"`
-	Start         int    `json:"start"`
 	Unprivileged  int    `json:"unprivileged"`
 	Features      string `json:"features"`
 	OSTemplate    string `json:"ostemplate"`
-	Tags          string `json:"tags,omitempty"`
+	Tags          string `json:"tags"`
+	Pool          string `json:"pool,omitempty"`
 }
 
-// Defaults of what the manifest does not (yet) say.
+// Placement is where containers go on Proxmox: the server's --proxmox-*
+// flags (generate uses the defaults).
+type Placement struct {
+	Node, Storage, Template, Bridge, Pool string
+}
+
+// Defaults of the placement.
 const (
 	// ContainerStorage is the Proxmox storage of the root disk.
 	ContainerStorage = "local-lvm"
-	// ContainerTemplate is the NixOS LXC template (with nixmox-agent) the
-	// containers start from.
-	ContainerTemplate = "local:vztmpl/nixos-nixmox.tar.xz"
+	// ContainerTemplate is the stock NixOS LXC template the containers
+	// start from (nixos-generators' proxmox-lxc image).
+	ContainerTemplate = "local:vztmpl/nixos-system-x86_64-linux.tar.xz"
 	// ContainerSwap is the swap of every container, in MiB.
 	ContainerSwap = 512
+	// ContainerPool is the resource pool containers are created in.
+	ContainerPool = "nixmox"
+	// OwnerTag marks a container as nixmox's: nothing without it is ever
+	// changed, stopped or deleted.
+	OwnerTag = "nixmox"
 )
 
+var pveTag = regexp.MustCompile(`^(?i:[a-z0-9_][a-z0-9_\-+.]*)$`)
+
 // ContainerOf returns the container spec of a service.
-func ContainerOf(m *manifest.Manifest, domain string, s *manifest.Service) Container {
+func ContainerOf(m *manifest.Manifest, domain string, s *manifest.Service, place Placement) Container {
 	n := m.Network
 	_, bits, _ := strings.Cut(n.NetworkCIDR, "/")
-	net0 := "name=eth0,bridge=" + n.Bridge + ",ip=" + s.IP + "/" + bits + ",gw=" + n.Gateway + ",firewall=1"
+	bridge := n.Bridge
+	if bridge == "" {
+		bridge = place.Bridge
+	}
+	net0 := "name=eth0,bridge=" + bridge + ",ip=" + s.IP + "/" + bits + ",gw=" + n.Gateway
 	if n.VLANTag != 0 {
 		net0 += ",tag=" + strconv.Itoa(n.VLANTag)
 	}
+	node := s.Node
+	if node == "" {
+		node = place.Node
+	}
+	tags := []string{OwnerTag}
+	for _, t := range s.Tags {
+		if t = strings.ToLower(t); pveTag.MatchString(t) && !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	slices.Sort(tags[1:])
 	c := Container{
+		Node:         node,
 		VMID:         s.VMID,
-		Hostname:     s.Hostname,
+		Hostname:     strings.SplitN(s.Hostname, ".", 2)[0],
 		Cores:        s.Resources.Cores,
 		Memory:       s.Resources.Memory,
 		Swap:         ContainerSwap,
-		RootFS:       ContainerStorage + ":" + strconv.Itoa(s.Resources.DiskGB),
+		RootFS:       place.Storage + ":" + strconv.Itoa(s.Resources.DiskGB),
 		Net0:         net0,
 		Nameserver:   n.DNSServer,
 		Searchdomain: domain,
 		OnBoot:       b2i(s.OnBoot),
-		Start:        b2i(s.Start),
 		Unprivileged: 1,
 		Features:     "nesting=1",
-		OSTemplate:   ContainerTemplate,
-		Tags:         strings.Join(s.Tags, ";"),
+		OSTemplate:   place.Template,
+		Tags:         strings.Join(tags, ";"),
+		Pool:         place.Pool,
 	}
 	var keys []string
 	for _, user := range slices.Sorted(maps.Keys(n.SSHKeys)) {
@@ -73,6 +106,26 @@ func ContainerOf(m *manifest.Manifest, domain string, s *manifest.Service) Conta
 	}
 	c.SSHPublicKeys = strings.Join(keys, "\n")
 	return c
+}
+
+// Params is the create request's parameters.
+func (c Container) Params() map[string]string {
+	p := map[string]string{
+		"hostname": c.Hostname, "cores": strconv.Itoa(c.Cores), "memory": strconv.Itoa(c.Memory), "swap": strconv.Itoa(c.Swap),
+		"rootfs": c.RootFS, "net0": c.Net0, "nameserver": c.Nameserver, "searchdomain": c.Searchdomain,
+		"onboot": strconv.Itoa(c.OnBoot), "unprivileged": strconv.Itoa(c.Unprivileged), "features": c.Features,
+		"ostemplate": c.OSTemplate, "tags": c.Tags,
+	}
+	if c.VMID != 0 {
+		p["vmid"] = strconv.Itoa(c.VMID)
+	}
+	if c.SSHPublicKeys != "" {
+		p["ssh-public-keys"] = c.SSHPublicKeys
+	}
+	if c.Pool != "" {
+		p["pool"] = c.Pool
+	}
+	return p
 }
 
 func b2i(b bool) int {
@@ -85,7 +138,8 @@ func b2i(b bool) int {
 func (r *renderer) containers() error {
 	d := r.domain()
 	return r.each(func(s *manifest.Service) error {
-		return r.putJSON("containers/"+s.Name+".json", ContainerOf(r.m, d, s))
+		return r.putJSON("containers/"+s.Name+".json", ContainerOf(r.m, d, s, Placement{
+			Storage: ContainerStorage, Template: ContainerTemplate, Bridge: "vmbr0", Pool: ContainerPool}))
 	})
 }
 

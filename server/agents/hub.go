@@ -28,6 +28,7 @@ type Hub struct {
 	subs    map[string][]chan *nixmoxv1.StageReport
 	pending map[string]*Pending
 	gone    map[string]time.Time // when each service's last stream ended
+	attach  map[string]uint64    // how many streams each service has had
 }
 
 // Stream is one agent's open stream as the hub sees it: what to send down
@@ -61,6 +62,10 @@ func (h *Hub) Attach(svc string, hello *nixmoxv1.Hello, local net.Addr) *Stream 
 	}
 	h.streams[svc] = st
 	delete(h.gone, svc)
+	if h.attach == nil {
+		h.attach = map[string]uint64{}
+	}
+	h.attach[svc]++
 	for _, w := range h.waiters[svc] {
 		close(w)
 	}
@@ -79,6 +84,15 @@ func (h *Hub) Detach(svc string, st *Stream) {
 		}
 		h.gone[svc] = time.Now()
 	}
+}
+
+// Attaches is how many streams the service's agent has opened: a change
+// means it reconnected (perhaps as a new process that lost what it was
+// doing).
+func (h *Hub) Attaches(svc string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.attach[svc]
 }
 
 // DisconnectedSince reports when the service's agent's stream ended, if it

@@ -3,6 +3,7 @@ package proxmox
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 
 	pve "github.com/Telmate/proxmox-api-go/proxmox"
@@ -42,10 +43,51 @@ func (p *Provider) Check(ctx context.Context) []string {
 		return append(problems, fmt.Sprintf("cannot list the templates of storage %q on node %q: %v", storage, p.cfg.Node, err))
 	}
 	items, _ := content["data"].([]any)
+	found := false
 	for _, it := range items {
 		if m, _ := it.(map[string]any); m["volid"] == p.cfg.Template {
-			return nil
+			found = true
 		}
 	}
-	return append(problems, fmt.Sprintf("the template %s is not in storage %q on node %q: download a NixOS LXC image there (pveam, or the web UI's CT Templates)", p.cfg.Template, storage, p.cfg.Node))
+	if !found {
+		problems = append(problems, fmt.Sprintf("the template %s is not in storage %q on node %q: download a NixOS LXC image there (pveam, or the web UI's CT Templates)", p.cfg.Template, storage, p.cfg.Node))
+	}
+	return append(problems, p.checkPrivileges(ctx, c)...)
+}
+
+// Privileges are what the provider's API token needs, by ACL path
+// (docs/proxmox.md).
+func (p *Provider) Privileges() map[string][]string {
+	return map[string][]string{
+		"/pool/" + p.cfg.Pool: {"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Disk", "VM.Config.Memory",
+			"VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt"},
+		"/storage/" + p.cfg.Storage:               {"Datastore.AllocateSpace", "Datastore.Audit"},
+		"/sdn/zones/localnetwork/" + p.cfg.Bridge: {"SDN.Use"},
+	}
+}
+
+// checkPrivileges asks /access/permissions what the token may do on each
+// path and names what is missing.
+func (p *Provider) checkPrivileges(ctx context.Context, c *pve.Client) []string {
+	var problems []string
+	need := p.Privileges()
+	for _, path := range sortedKeys(need) {
+		data, err := c.GetItemConfigMapStringInterface(ctx, "/access/permissions?path="+url.QueryEscape(path), "permissions", path)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("cannot read the API token's permissions on %s: %v", path, err))
+			continue
+		}
+		have, _ := data[path].(map[string]any)
+		var missing []string
+		for _, priv := range need[path] {
+			if v, ok := have[priv]; !ok || fmt.Sprint(v) == "0" {
+				missing = append(missing, priv)
+			}
+		}
+		if len(missing) > 0 {
+			problems = append(problems, fmt.Sprintf("the API token %s lacks %s on %s: grant them (pveum acl modify %s --tokens '%s' --roles ROLE, with a role that has them)",
+				p.cfg.TokenID, strings.Join(missing, ", "), path, path, p.cfg.TokenID))
+		}
+	}
+	return problems
 }

@@ -12,17 +12,24 @@ import (
 // named; a wrong token is named; with both right there is no problem.
 func TestCheckAgainstFakeAPI(t *testing.T) {
 	h := newHarness(t)
+	if problems := h.p.Check(context.Background()); problems != nil {
+		t.Errorf("with the template: %q", problems)
+	}
+	h.p.cfg.Template = "local:vztmpl/nixos-24.11.tar.xz"
 	problems := h.p.Check(context.Background())
 	if len(problems) != 1 || !strings.Contains(problems[0], `the template local:vztmpl/nixos-24.11.tar.xz is not in storage "local" on node "pve1"`) {
 		t.Errorf("without the template: %q", problems)
 	}
-	h.fake.AddTemplate("local:vztmpl/nixos-24.11.tar.xz")
-	if problems := h.p.Check(context.Background()); problems != nil {
-		t.Errorf("with the template: %q", problems)
+
+	// A privilege missing: named, with the path and how to grant it.
+	h.p.cfg.Template = testTemplate
+	h.fake.Grant("/storage/local-lvm", "Datastore.Audit")
+	problems = h.p.Check(context.Background())
+	if len(problems) != 1 || !strings.Contains(problems[0], "lacks Datastore.AllocateSpace on /storage/local-lvm") {
+		t.Errorf("a missing privilege: %q", problems)
 	}
 
 	wrong := newHarness(t)
-	wrong.fake.AddTemplate("local:vztmpl/nixos-24.11.tar.xz")
 	if err := os.WriteFile(wrong.p.cfg.TokenFile, []byte("not-the-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

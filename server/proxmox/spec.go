@@ -3,135 +3,147 @@ package proxmox
 import (
 	"fmt"
 	"maps"
-	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
-	pve "github.com/Telmate/proxmox-api-go/proxmox"
-
 	"github.com/nixmox/nixmox/pkg/manifest"
+	"github.com/nixmox/nixmox/pkg/render"
 )
 
-// desired is the container a service should be.
-func (p *Provider) desired(m *manifest.Manifest, svc *manifest.Service) (pve.ConfigLXC, error) {
-	if svc.VMID == 0 {
-		return pve.ConfigLXC{}, fmt.Errorf("%s.vmid is required with the proxmox provider", svc.Path())
-	}
-	network, err := netip.ParsePrefix(m.Network.NetworkCIDR)
-	if err != nil {
-		return pve.ConfigLXC{}, err
-	}
-	addr, err := netip.ParseAddr(svc.IP)
-	if err != nil {
-		return pve.ConfigLXC{}, err
-	}
-	id := pve.GuestID(svc.VMID)
-	node := pve.NodeName(p.cfg.Node)
-	name := pve.GuestName(strings.SplitN(svc.Hostname, ".", 2)[0])
-	cores := pve.LxcCpuCores(svc.Resources.Cores)
-	memory := pve.LxcMemory(svc.Resources.Memory)
-	size := pve.LxcMountSize(svc.Resources.DiskGB * 1024 * 1024)
-	storage := p.cfg.Storage
-	bridge := p.cfg.Bridge
-	ifName := pve.LxcNetworkName("eth0")
-	cidr := pve.IPv4CIDR(netip.PrefixFrom(addr, network.Bits()).String())
-	gw := pve.IPv4Address(m.Network.Gateway)
-	onboot := svc.OnBoot
-	privileged := false
-	nesting := true
-	ns, err := netip.ParseAddr(m.Network.DNSServer)
-	if err != nil {
-		return pve.ConfigLXC{}, err
-	}
-	nameservers := []netip.Addr{ns}
-	domain := m.Network.Domain
-	net0 := pve.LxcNetwork{Bridge: &bridge, Name: &ifName, IPv4: &pve.LxcIPv4{Address: &cidr, Gateway: &gw}}
-	if m.Network.VLANTag != 0 {
-		vlan := pve.Vlan(m.Network.VLANTag)
-		net0.NativeVlan = &vlan
-	}
-	var keys []pve.AuthorizedKey
-	// Proxmox installs keys for root: every user's keys go there.
-	for _, user := range slices.Sorted(maps.Keys(m.Network.SSHKeys)) {
-		for _, k := range m.Network.SSHKeys[user] {
-			var key pve.AuthorizedKey
-			if err := key.Parse([]byte(k)); err != nil {
-				return pve.ConfigLXC{}, fmt.Errorf("network.ssh_keys.%s: %w", user, err)
-			}
-			keys = append(keys, key)
-		}
-	}
-	state := pve.PowerStateStopped
-	if svc.Start {
-		state = pve.PowerStateRunning
-	}
-	tmpl := strings.SplitN(p.cfg.Template, ":", 2)
-	if len(tmpl) != 2 {
-		return pve.ConfigLXC{}, fmt.Errorf("the template %q is not STORAGE:vztmpl/FILE", p.cfg.Template)
-	}
-	return pve.ConfigLXC{
-		ID: &id, Node: &node, Name: &name,
-		CPU:             &pve.LxcCPU{Cores: &cores},
-		Memory:          &memory,
-		BootMount:       &pve.LxcBootMount{SizeInKibibytes: &size, Storage: &storage},
-		Networks:        pve.LxcNetworks{pve.LxcNetworkID0: net0},
-		DNS:             &pve.GuestDNS{NameServers: &nameservers, SearchDomain: &domain},
-		Features:        &pve.LxcFeatures{Unprivileged: &pve.UnprivilegedFeatures{Nesting: &nesting}},
-		Privileged:      &privileged,
-		StartAtNodeBoot: &onboot,
-		State:           &state,
-		CreateOptions: &pve.LxcCreateOptions{
-			OsTemplate:    &pve.LxcTemplate{Storage: tmpl[0], File: tmpl[1]},
-			PublicSSHkeys: keys,
-		},
-	}, nil
+// spec is the container a service should be: the same function as
+// generate's containers/<s>.json (render.ContainerOf), so what that file
+// says is what is sent.
+func (p *Provider) spec(m *manifest.Manifest, svc *manifest.Service) render.Container {
+	return render.ContainerOf(m, render.DomainOf(m), svc, render.Placement{Node: p.cfg.Node, Storage: p.cfg.Storage,
+		Template: p.cfg.Template, Bridge: p.cfg.Bridge, Pool: p.cfg.Pool})
 }
 
-// diff names what differs between the container and the manifest, in the
-// fields the provider manages.
-func diff(cur, want pve.ConfigLXC) []string {
-	var out []string
-	add := func(field string, a, b any) {
-		if fmt.Sprint(a) != fmt.Sprint(b) {
-			out = append(out, fmt.Sprintf("%s %v → %v", field, a, b))
+// change is one managed option that differs.
+type change struct {
+	key, from, to string
+	// live: a running container takes it at once (pve-container's fast-plug
+	// and hot-pluggable options); otherwise it waits for the next start.
+	live bool
+}
+
+func (c change) String() string { return fmt.Sprintf("%s %s → %s", c.key, c.from, c.to) }
+
+// managed are the options the provider keeps as the manifest says, with
+// whether a running container takes a change at once (LXC/Config.pm:
+// $LXC_FASTPLUG_OPTIONS, and memory, swap and net[n] hot-plugged).
+var managed = []struct {
+	key  string
+	live bool
+}{
+	{"hostname", true}, {"cores", true}, {"memory", true}, {"swap", true}, {"net0", true}, {"onboot", true}, {"tags", true},
+	{"nameserver", false}, {"searchdomain", false}, {"features", false},
+}
+
+// plan compares the container's config (current values, and pending ones)
+// with the spec: the config changes, a disk to grow, and an error for
+// what cannot be done (a shrink), before anything is written.
+func plan(cur, pending map[string]string, want render.Container) (changes []change, grow string, err error) {
+	wp := want.Params()
+	for _, o := range managed {
+		have, w := cur[o.key], wp[o.key]
+		if o.key == "net0" {
+			have = withoutKeys(have, "hwaddr", "type")
+			w = withoutKeys(w, "hwaddr", "type")
+		}
+		if o.key == "tags" {
+			have, w = normTags(have), normTags(w)
+		}
+		if have == w {
+			continue
+		}
+		if p, ok := pending[o.key]; ok && normalize(o.key, p) == normalize(o.key, w) {
+			continue // already pending: a restart applies it
+		}
+		changes = append(changes, change{key: o.key, from: cur[o.key], to: wp[o.key], live: o.live})
+	}
+	haveGB, _ := diskGB(cur["rootfs"])
+	_, size, _ := strings.Cut(want.RootFS, ":")
+	wantGB, _ := strconv.ParseFloat(size, 64)
+	switch {
+	case wantGB > haveGB:
+		grow = strconv.FormatFloat(wantGB, 'f', -1, 64) + "G"
+	case wantGB < haveGB:
+		return nil, "", fmt.Errorf("its disk is %gG and the manifest asks for %gG: Proxmox cannot shrink a container's disk (recreate it, or keep disk_gb at %g)", haveGB, wantGB, haveGB)
+	}
+	return changes, grow, nil
+}
+
+func normalize(key, v string) string {
+	switch key {
+	case "net0":
+		return withoutKeys(v, "hwaddr", "type")
+	case "tags":
+		return normTags(v)
+	}
+	return v
+}
+
+// withoutKeys drops keys from a property string and sorts the rest, so that
+// key order does not count.
+func withoutKeys(s string, keys ...string) string {
+	var parts []string
+	for _, kv := range strings.Split(s, ",") {
+		k, _, _ := strings.Cut(kv, "=")
+		if kv != "" && !slices.Contains(keys, k) {
+			parts = append(parts, kv)
 		}
 	}
-	deref := func(v any) any {
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func normTags(s string) string {
+	tags := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return r == ';' || r == ',' || r == ' ' })
+	slices.Sort(tags)
+	return strings.Join(slices.Compact(tags), ";")
+}
+
+func hasTag(tags, tag string) bool {
+	return slices.Contains(strings.Split(normTags(tags), ";"), tag)
+}
+
+var sizeRE = regexp.MustCompile(`(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)`)
+
+// diskGB is a volume's size= in GiB.
+func diskGB(vol string) (float64, bool) {
+	m := sizeRE.FindStringSubmatch(vol)
+	if m == nil {
+		return 0, false
+	}
+	n, _ := strconv.ParseFloat(m[1], 64)
+	switch m[2] {
+	case "K":
+		n /= 1 << 20
+	case "M":
+		n /= 1 << 10
+	case "T":
+		n *= 1 << 10
+	}
+	return n, true
+}
+
+// strs turns the API's JSON config (numbers for integer options) into
+// the strings the options are written as.
+func strs(m map[string]any) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
 		switch v := v.(type) {
-		case *pve.GuestName:
-			if v != nil {
-				return *v
-			}
-		case *pve.LxcMemory:
-			if v != nil {
-				return *v
-			}
-		case *bool:
-			if v != nil {
-				return *v
-			}
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'f', -1, 64)
+		default:
+			out[k] = fmt.Sprint(v)
 		}
-		return nil
-	}
-	add("hostname", deref(cur.Name), deref(want.Name))
-	add("memory", deref(cur.Memory), deref(want.Memory))
-	if cur.CPU != nil && want.CPU != nil && cur.CPU.Cores != nil && want.CPU.Cores != nil {
-		add("cores", *cur.CPU.Cores, *want.CPU.Cores)
-	}
-	add("onboot", deref(cur.StartAtNodeBoot), deref(want.StartAtNodeBoot))
-	cn, wn := cur.Networks[pve.LxcNetworkID0], want.Networks[pve.LxcNetworkID0]
-	if cn.IPv4 != nil && wn.IPv4 != nil {
-		if cn.IPv4.Address != nil && wn.IPv4.Address != nil {
-			add("ip", *cn.IPv4.Address, *wn.IPv4.Address)
-		}
-		if cn.IPv4.Gateway != nil && wn.IPv4.Gateway != nil {
-			add("gateway", *cn.IPv4.Gateway, *wn.IPv4.Gateway)
-		}
-	} else if (cn.IPv4 == nil) != (wn.IPv4 == nil) {
-		out = append(out, "net0 ipv4")
-	}
-	if cn.Bridge != nil && wn.Bridge != nil {
-		add("bridge", *cn.Bridge, *wn.Bridge)
 	}
 	return out
 }
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

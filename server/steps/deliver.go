@@ -26,6 +26,7 @@ type Agents interface {
 	Expect(svc string, gen int64, noRollback bool)
 	Take(svc string) *agents.Pending
 	DisconnectedSince(svc string) (time.Time, bool)
+	Attaches(svc string) uint64
 }
 
 var _ Agents = (*agents.Hub)(nil)

@@ -72,12 +72,27 @@ func (v *Verify) Service(ctx context.Context, m *manifest.Manifest, svc *manifes
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	var failure string
+	attaches := v.Agents.Attaches(svc.Name)
 	for {
 		select {
 		case <-ticker.C:
 			if since, gone := v.Agents.DisconnectedSince(svc.Name); gone && time.Since(since) >= grace {
 				return fmt.Errorf("the agent of %s has been disconnected since %s (%s): it cannot report generation %d",
 					svc.Name, since.Format(time.TimeOnly), time.Since(since).Round(time.Second), p.Generation)
+			}
+			if n := v.Agents.Attaches(svc.Name); n != attaches {
+				attaches = n
+				// Reconnected: an agent that died before it wrote the
+				// generation down has lost it (it is neither applying it nor
+				// done with it): ask again, once.
+				state, _ := v.Agents.State(svc.Name)
+				if state != nil && state.GetApplying() != p.Generation && state.GetActiveGeneration() < p.Generation &&
+					state.GetFailedGeneration() != p.Generation && !p.Asked {
+					if err := v.askAgain(ctx, svc, p.Generation); err != nil {
+						return err
+					}
+					p.Asked = true
+				}
 			}
 		case r := <-p.Reports:
 			if r.GetGeneration() != p.Generation {

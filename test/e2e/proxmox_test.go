@@ -10,50 +10,79 @@ import (
 	"testing"
 
 	"github.com/nixmox/nixmox/internal/fakepve"
+	"github.com/nixmox/nixmox/internal/fixtures"
+	"github.com/nixmox/nixmox/internal/pveschema"
 )
 
 // TestProxmoxProviderThroughServerAgainstFakeAPI runs nixmox-server with
-// --provider proxmox against the HTTP fake of the Proxmox API (no Proxmox
-// can run here) and a stand-in pct: apply creates the container and
-// delivers its enrollment file; a dry run after a change names it; apply
-// updates it; an unchanged apply writes nothing.
+// --provider proxmox against the fake of the Proxmox API (no Proxmox can
+// run here; the fake checks every request against the official PVE 8.4
+// schema) with two nodes, and the pct stand-in of the server's node: apply
+// creates the containers (one with a vmid and ha = true, one without a
+// vmid, which gets the next free one), starts them and brings up their
+// agents; a dry run after a change names it; apply makes a changed memory
+// (live) and nameserver (at restart) take effect; an unchanged apply
+// writes nothing; removing a service deletes only its container and its
+// HA resource.
 func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 	dir := t.TempDir()
-	fake := fakepve.New("pve1", "root@pam!nixmox=s3cret")
+	schema, err := pveschema.Load(fixtures.Shared(t, "schemas/pve-api.lxc.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := fakepve.New(schema, "root@pam!nixmox=s3cret", "pve1", "pve2")
 	api := httptest.NewTLSServer(fake)
 	defer api.Close()
 	ca := filepath.Join(dir, "pve-ca.pem")
 	token := filepath.Join(dir, "token")
 	pct := filepath.Join(dir, "pct")
+	root := filepath.Join(dir, "pct-root")
+	fake.UsePct(root, "pve1")
 	for path, data := range map[string]string{
 		ca:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})),
 		token: "s3cret\n",
-		pct:   fakepve.PctScript(filepath.Join(dir, "pushed")),
+		pct:   fakepve.PctScript(root),
 	} {
 		if err := os.WriteFile(path, []byte(data), 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The token's privileges (docs/proxmox.md), as serve checks them.
+	for path, privs := range map[string][]string{
+		"/pool/nixmox":                  {"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Disk", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt"},
+		"/storage/local-lvm":            {"Datastore.AllocateSpace", "Datastore.Audit"},
+		"/sdn/zones/localnetwork/vmbr0": {"SDN.Use"},
+	} {
+		fake.Grant(path, privs...)
+	}
+	// A guest of someone else's, on the other node.
+	fake.Put(100, &fakepve.Guest{Type: "qemu", Node: "pve2", Status: "running", Config: map[string]string{"name": "windows"}})
+	const template = "local:vztmpl/nixos-system-x86_64-linux.tar.xz"
 	socket := filepath.Join(dir, "control.sock")
-	args := []string{"serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--socket", socket,
+	args := []string{"serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--host", "10.40.0.1", "--socket", socket,
 		"--provider", "proxmox", "--proxmox-url", api.URL + "/api2/json", "--proxmox-ca-file", ca,
 		"--proxmox-token-id", "root@pam!nixmox", "--proxmox-token-file", token, "--proxmox-node", "pve1",
-		"--proxmox-template", "local:vztmpl/nixos.tar.xz", "--proxmox-pct", pct}
+		"--proxmox-template", template, "--proxmox-pct", pct}
 	// Without the template on the node the server refuses to start, and
 	// says which template and where.
 	out, err := exec.Command(filepath.Join(bin, "nixmox-server"), args...).CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), `the template local:vztmpl/nixos.tar.xz is not in storage "local" on node "pve1"`) {
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), `the template `+template+` is not in storage "local" on node "pve1"`) {
 		t.Fatalf("serve without the template: %v, want exit 1 naming it:\n%s", err, out)
 	}
-	fake.AddTemplate("local:vztmpl/nixos.tar.xz")
+	fake.AddTemplate("pve1", template)
 	srv := run(t, "nixmox-server", args...)
 	srv.await(t, 0, `serving: agents=`)
 	m := filepath.Join(dir, "m.json")
-	write := func(memory string) {
-		// An exec service: no agent runs in a fake container.
-		if err := os.WriteFile(m, []byte(`{"network": {"dns_server": "10.40.0.2", "gateway": "10.40.0.1", "network_cidr": "10.40.0.0/24"},
-  "services": {"web": {"ip": "10.40.0.10", "hostname": "web.home.arpa", "vmid": 150, "resources": {"memory": `+memory+`},
-    "exec": ["true"], "interface": {"health": {"liveness": "true"}}}}}`), 0o644); err != nil {
+	write := func(memory, dns string, withAPI bool) {
+		// Exec services: no agent runs in a fake container, so nothing
+		// waits for one.
+		apiSvc := ""
+		if withAPI {
+			apiSvc = `, "api": {"ip": "10.40.0.11", "hostname": "api.home.arpa", "exec": ["true"], "interface": {"health": {"liveness": "true"}}}`
+		}
+		if err := os.WriteFile(m, []byte(`{"network": {"dns_server": "`+dns+`", "gateway": "10.40.0.1", "network_cidr": "10.40.0.0/24"},
+  "services": {"web": {"ip": "10.40.0.10", "hostname": "web.home.arpa", "vmid": 150, "ha": true, "resources": {"memory": `+memory+`},
+    "exec": ["true"], "interface": {"health": {"liveness": "true"}}}`+apiSvc+`}}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,23 +94,29 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 		}
 		return string(out)
 	}
-	write("512")
+	write("512", "10.40.0.2", true)
 	cli("apply", "-f", m)
-	ct := fake.Container(150)
-	if ct == nil || ct.Status != "running" || ct.Config["memory"] != "512" || ct.Config["hostname"] != "web" {
-		t.Fatalf("container 150: %+v", ct)
+	web, apiCT := fake.Guest(150), fake.Guest(101)
+	if web == nil || web.Status != "running" || web.Config["memory"] != "512" || web.Config["hostname"] != "web" || web.Pool != "nixmox" {
+		t.Fatalf("container 150: %+v", web)
 	}
-	if data, err := os.ReadFile(filepath.Join(dir, "pushed", "150", "enroll.json")); err != nil || !strings.Contains(string(data), `"token"`) {
+	if apiCT == nil || apiCT.Config["hostname"] != "api" {
+		t.Fatalf("api (no vmid) is not at the next free vmid 101: %+v", apiCT)
+	}
+	if ha := fake.HA(); ha[150] != "started" || len(ha) != 1 {
+		t.Errorf("HA resources %v, want web's only", ha)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "150", "rootfs", "var", "lib", "nixmox-agent", "enroll.json")); err != nil || !strings.Contains(string(data), `"token"`) {
 		t.Errorf("enroll file: %q %v", data, err)
 	}
 
-	write("1024")
-	if out := cli("apply", "-f", m, "--dry-run"); !strings.Contains(out, "tf:infra") || !strings.Contains(out, "web: [memory 512 → 1024]") {
-		t.Errorf("dry run does not name the change:\n%s", out)
+	write("1024", "10.40.0.3", true)
+	if out := cli("apply", "-f", m, "--dry-run"); !strings.Contains(out, "memory 512 → 1024") || !strings.Contains(out, "nameserver 10.40.0.2 → 10.40.0.3") {
+		t.Errorf("dry run does not name the changes:\n%s", out)
 	}
 	cli("apply", "-f", m)
-	if got := fake.Container(150).Config["memory"]; got != "1024" {
-		t.Errorf("memory after apply: %s", got)
+	if g := fake.Guest(150); g.Config["memory"] != "1024" || g.Config["nameserver"] != "10.40.0.3" || len(g.Pending) != 0 || g.Status != "running" {
+		t.Errorf("after apply: memory %s, nameserver %s, pending %v, %s", g.Config["memory"], g.Config["nameserver"], g.Pending, g.Status)
 	}
 	fake.Requests()
 	if out := cli("apply", "-f", m); !strings.Contains(out, "unchanged") {
@@ -91,5 +126,25 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 		if !strings.HasPrefix(r, "GET ") {
 			t.Errorf("an unchanged apply wrote to Proxmox: %s", r)
 		}
+	}
+
+	write("1024", "10.40.0.3", false)
+	cli("apply", "-f", m)
+	if fake.Guest(101) != nil || fake.Guest(150) == nil || fake.Guest(100) == nil {
+		t.Errorf("removing api: api %v, web %v, the VM %v", fake.Guest(101) != nil, fake.Guest(150) != nil, fake.Guest(100) != nil)
+	}
+	if ha := fake.HA(); ha[150] != "started" {
+		t.Errorf("web's HA resource went with api: %v", ha)
+	}
+
+	// web leaves too (an exec service stays, to keep the manifest valid):
+	// its container and its HA resource go, the VM stays.
+	if err := os.WriteFile(m, []byte(`{"network": {"dns_server": "10.40.0.3", "gateway": "10.40.0.1", "network_cidr": "10.40.0.0/24"},
+  "services": {"api": {"ip": "10.40.0.11", "hostname": "api.home.arpa", "exec": ["true"], "interface": {"health": {"liveness": "true"}}}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli("apply", "-f", m)
+	if fake.Guest(150) != nil || len(fake.HA()) != 0 || fake.Guest(100) == nil {
+		t.Errorf("removing web: web %v, HA %v, the VM %v", fake.Guest(150) != nil, fake.HA(), fake.Guest(100) != nil)
 	}
 }

@@ -173,9 +173,9 @@ func TestAgentReconnectingMidRollback(t *testing.T) {
 // TestAgentKilledMidSwitch (issue #13, supervision): the agent is
 // SIGKILLed after switching to a new generation, before its checks
 // passed; started again (as systemd restarts it), it finds its switch
-// record, rolls the unfinished generation back, and says it was
-// interrupted; the waiting rollout asks for the generation again and
-// ends healthy on it, and the apply exits 0.
+// record and the system on the new generation, so it checks it again and
+// waits for the server, which confirms it: the rollout ends healthy on it
+// and the apply exits 0.
 func TestAgentKilledMidSwitch(t *testing.T) {
 	r := newRecovery(t)
 	r.deployFirst()
@@ -186,12 +186,37 @@ func TestAgentKilledMidSwitch(t *testing.T) {
 		t.Fatalf("when the agent died a ran %q, want a2", got)
 	}
 	r.startAgent()
-	r.agent.await(t, 0, `rolled back a switch the agent stopped in the middle of: .*generation=2`)
-	r.srv.await(t, 0, `stage: service=a generation=2 stage=STAGE_SWITCHED`) // asked again
+	r.agent.await(t, 0, `resuming a switch: .*generation=2`)
 	r.touch(r.flag)
 	<-apply.done
 	if code := apply.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("apply exited %d:\n%s\nserver:\n%s", code, apply.log(), r.srv.log())
+		t.Fatalf("apply exited %d:\n%s\nserver:\n%s\nagent:\n%s", code, apply.log(), r.srv.log(), r.agent.log())
+	}
+	r.finish()
+}
+
+// TestAgentKilledDuringActivation: the agent is SIGKILLed while it
+// switches to the new generation (whose activation waits on "release");
+// the activation is not the agent's to kill and goes on. Depending on
+// where the kill fell, the agent started again resumes from its switch
+// record (the profile reached the new generation), rolls back and says it
+// was interrupted (it had not), or — killed before it wrote the record —
+// knows nothing of the generation, and the server, seeing it reconnect
+// neither applying nor done with it, asks again. Every way the rollout
+// ends healthy on the new generation and the apply exits 0.
+func TestAgentKilledDuringActivation(t *testing.T) {
+	r := newRecovery(t)
+	r.deployFirst()
+	r.touch(r.hold) // a2's activation waits for "release"
+	apply := run(t, "nixmox-cli", "apply", "-f", r.manifest, "--socket", r.socket)
+	r.agent.await(t, 0, `stage: .*generation=2 stage=pulled`)
+	r.agent.kill()
+	r.touch(r.release) // the orphaned activation finishes, and any other
+	r.startAgent()
+	r.touch(r.flag)
+	<-apply.done
+	if code := apply.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("apply exited %d:\n%s\nserver:\n%s\nagent:\n%s", code, apply.log(), r.srv.log(), r.agent.log())
 	}
 	r.finish()
 }
