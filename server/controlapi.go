@@ -20,6 +20,7 @@ import (
 	"github.com/nixmox/nixmox/pkg/manifest"
 	"github.com/nixmox/nixmox/pkg/pki"
 	"github.com/nixmox/nixmox/server/agents"
+	"github.com/nixmox/nixmox/server/provider"
 	"github.com/nixmox/nixmox/server/rollout"
 	"github.com/nixmox/nixmox/server/store"
 )
@@ -132,9 +133,15 @@ func (c *ControlAPI) Status(ctx context.Context, _ *nixmoxv1.StatusRequest) (*ni
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	var nodes map[string]string
+	if c.Controller != nil && c.Controller.Steps != nil && c.Controller.Steps.Containers != nil {
+		if l, ok := c.Controller.Steps.Containers.Provider.(provider.Locator); ok {
+			nodes = l.Nodes()
+		}
+	}
 	resp := &nixmoxv1.StatusResponse{}
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		st := &nixmoxv1.ServiceStatus{Name: name, AgentConnected: c.Agents.Connected(name), LastResult: last[name]}
+		st := &nixmoxv1.ServiceStatus{Name: name, AgentConnected: c.Agents.Connected(name), LastResult: last[name], Node: nodes[name]}
 		gens, err := c.Store.Generations(name)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())

@@ -76,8 +76,7 @@ type Fake struct {
 	acl       map[string][]string
 	failTask  map[string]bool // "vzcreate:200" -> the task fails
 	writes    int
-	pctRoot   string
-	pctNode   string
+	pctRoots  map[string]string // node -> the pct stand-in's root there
 }
 
 type task struct {
@@ -755,25 +754,31 @@ esac
 // UsePct keeps, under root, what the pct stand-in (PctScript) of node
 // sees: each container of that node's state and its rootfs, made at
 // create with the directories a NixOS container has, its /run emptied at
-// each start (a tmpfs), removed at destroy.
+// each start (a tmpfs), removed at destroy. Each node has its own.
 func (f *Fake) UsePct(root, node string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.pctRoot, f.pctNode = root, node
+	if f.pctRoots == nil {
+		f.pctRoots = map[string]string{}
+	}
+	f.pctRoots[node] = root
 }
 
 // syncPct writes the pct stand-in's view after a change.
 func (f *Fake) syncPct(id int, started bool) {
-	if f.pctRoot == "" {
-		return
-	}
-	dir := filepath.Join(f.pctRoot, strconv.Itoa(id))
 	g := f.guests[id]
-	if g == nil || g.Node != f.pctNode || g.Type != "lxc" {
-		os.RemoveAll(dir)
-		os.Remove(dir + ".state")
-		return
+	for node, root := range f.pctRoots {
+		dir := filepath.Join(root, strconv.Itoa(id))
+		if g == nil || g.Node != node || g.Type != "lxc" {
+			os.RemoveAll(dir)
+			os.Remove(dir + ".state")
+			continue
+		}
+		f.syncPctDir(g, dir, started)
 	}
+}
+
+func (f *Fake) syncPctDir(g *Guest, dir string, started bool) {
 	rootfs := filepath.Join(dir, "rootfs")
 	for _, d := range []string{"etc", "root", "run", "var/lib", "nix/var/nix/profiles", "usr/local/bin"} {
 		_ = os.MkdirAll(filepath.Join(rootfs, d), 0o755)

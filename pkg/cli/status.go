@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,6 +51,7 @@ type serviceStatus struct {
 	LastResult        string `json:"last_result"`
 	LastReport        string `json:"last_report,omitempty"`
 	AgentConnected    bool   `json:"agent_connected"`
+	Node              string `json:"node,omitempty"`
 }
 
 func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
@@ -66,7 +68,7 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 		st := serviceStatus{
 			Name: s.GetName(), Health: api.HealthWord(s.GetHealth()),
 			Generation: s.GetGeneration(), DesiredGeneration: s.GetDesiredGeneration(),
-			LastResult: api.StepWord(s.GetLastResult()), AgentConnected: s.GetAgentConnected(),
+			LastResult: api.StepWord(s.GetLastResult()), AgentConnected: s.GetAgentConnected(), Node: s.GetNode(),
 		}
 		if s.GetLastReport() != nil {
 			st.LastReport = s.GetLastReport().AsTime().UTC().Format(time.RFC3339)
@@ -78,7 +80,12 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 		return writeJSON(w, map[string]any{"services": out})
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "SERVICE\tHEALTH\tGENERATION\tDESIRED\tLAST RESULT\tLAST REPORT\tAGENT")
+	withNodes := slices.ContainsFunc(out, func(s serviceStatus) bool { return s.Node != "" })
+	header := "SERVICE\tHEALTH\tGENERATION\tDESIRED\tLAST RESULT\tLAST REPORT\tAGENT"
+	if withNodes {
+		header += "\tNODE"
+	}
+	fmt.Fprintln(tw, header)
 	for _, s := range out {
 		agent := "disconnected"
 		if s.AgentConnected {
@@ -88,7 +95,11 @@ func statusRun(cmd *cobra.Command, opts *StatusOptions) error {
 		if report == "" {
 			report = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Health, s.Generation, s.DesiredGeneration, s.LastResult, report, agent)
+		line := fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s", s.Name, s.Health, s.Generation, s.DesiredGeneration, s.LastResult, report, agent)
+		if withNodes {
+			line += "\t" + s.Node
+		}
+		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
 }

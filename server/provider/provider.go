@@ -39,3 +39,11 @@ type Checker interface {
 	// nil when the provider can work.
 	Check(ctx context.Context) []string
 }
+
+// Locator is a provider whose containers live on machines of their own (a
+// cluster's nodes): it says where each service's container is, as last
+// seen.
+type Locator interface {
+	// Nodes returns the node of each service's container it knows.
+	Nodes() map[string]string
+}

@@ -75,6 +75,11 @@ type Config struct {
 	// containers on this machine's node: containers elsewhere are refused
 	// with that reason (see docs/proxmox.md).
 	Pct string
+	// PctOn is the pct of other nodes, by node: a program called with
+	// pct's own arguments that runs them on that node (for example a
+	// wrapper around ssh root@NODE, as a cluster's nodes trust each other's
+	// root), which must make push's source file available there.
+	PctOn map[string]string
 	// AgentBinary is the nixmox-agent pushed into new containers ("" = the
 	// one beside this program, or on PATH).
 	AgentBinary string
@@ -323,7 +328,12 @@ func (s *session) ensure(ctx context.Context, m *manifest.Manifest, svc *manifes
 			if err := s.owned(svc.Name, e, g); err != nil {
 				return err
 			}
-			e.Node = g.Node // followed where it was migrated
+			if e.Node != g.Node { // followed where it was migrated
+				e.Node = g.Node
+				if err := s.p.save(s.inv); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if e == nil || e.Stage == stageRequested {
@@ -620,11 +630,15 @@ func (s *session) bringUpAgent(ctx context.Context, svc *manifest.Service, e *en
 // machine's node.
 func (s *session) pct(ctx context.Context, e *entry, args ...string) error {
 	full := append([]string{args[0], strconv.Itoa(e.VMID)}, args[1:]...)
-	out, err := exec.CommandContext(ctx, s.p.cfg.Pct, full...).CombinedOutput()
+	pct := s.p.cfg.Pct
+	if other, ok := s.p.cfg.PctOn[e.Node]; ok && e.Node != s.p.cfg.Node {
+		pct = other
+	}
+	out, err := exec.CommandContext(ctx, pct, full...).CombinedOutput()
 	if err != nil {
 		msg := strings.TrimSpace(string(out))
-		if strings.Contains(msg, "does not exist") && e.Node != s.p.cfg.Node {
-			return fmt.Errorf("vmid %d is on node %s, and pct reaches only containers on this machine's node (%s): run nixmox-server on %s, or place the service there: %s", e.VMID, e.Node, s.p.cfg.Node, e.Node, msg)
+		if strings.Contains(msg, "does not exist") && e.Node != s.p.cfg.Node && pct == s.p.cfg.Pct {
+			return fmt.Errorf("vmid %d is on node %s, and pct reaches only containers on this machine's node (%s): give --proxmox-pct-on %s=PROGRAM (see docs/proxmox.md), or place the service on %s: %s", e.VMID, e.Node, s.p.cfg.Node, e.Node, s.p.cfg.Node, msg)
 		}
 		return fmt.Errorf("pct %s %d: %w: %s", args[0], e.VMID, err, msg)
 	}
@@ -762,4 +776,22 @@ func (s *session) destroy(ctx context.Context, name string) error {
 	}
 	delete(s.guests, e.VMID)
 	return forget()
+}
+
+var _ provider.Locator = (*Provider)(nil)
+
+// Nodes implements provider.Locator: each container's node as the
+// inventory recorded it (Ensure follows migrations).
+func (p *Provider) Nodes() map[string]string {
+	inv, err := p.load()
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for name, e := range inv.Containers {
+		if e.Stage != stageRequested {
+			out[name] = e.Node
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -35,13 +36,15 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 	defer api.Close()
 	ca := filepath.Join(dir, "pve-ca.pem")
 	token := filepath.Join(dir, "token")
-	pct := filepath.Join(dir, "pct")
-	root := filepath.Join(dir, "pct-root")
+	pct, pct2 := filepath.Join(dir, "pct"), filepath.Join(dir, "pct-pve2")
+	root, root2 := filepath.Join(dir, "pct-root"), filepath.Join(dir, "pct-root-pve2")
 	fake.UsePct(root, "pve1")
+	fake.UsePct(root2, "pve2")
 	for path, data := range map[string]string{
 		ca:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})),
 		token: "s3cret\n",
 		pct:   fakepve.PctScript(root),
+		pct2:  fakepve.PctScript(root2), // stands in for a wrapper that runs pct on pve2
 	} {
 		if err := os.WriteFile(path, []byte(data), 0o700); err != nil {
 			t.Fatal(err)
@@ -62,7 +65,7 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 	args := []string{"serve", "--state-dir", filepath.Join(dir, "server"), "--listen", "127.0.0.1:0", "--host", "10.40.0.1", "--socket", socket,
 		"--provider", "proxmox", "--proxmox-url", api.URL + "/api2/json", "--proxmox-ca-file", ca,
 		"--proxmox-token-id", "root@pam!nixmox", "--proxmox-token-file", token, "--proxmox-node", "pve1",
-		"--proxmox-template", template, "--proxmox-pct", pct}
+		"--proxmox-template", template, "--proxmox-pct", pct, "--proxmox-pct-on", "pve2=" + pct2}
 	// Without the template on the node the server refuses to start, and
 	// says which template and where.
 	out, err := exec.Command(filepath.Join(bin, "nixmox-server"), args...).CombinedOutput()
@@ -70,6 +73,7 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 		t.Fatalf("serve without the template: %v, want exit 1 naming it:\n%s", err, out)
 	}
 	fake.AddTemplate("pve1", template)
+	fake.AddTemplate("pve2", template)
 	srv := run(t, "nixmox-server", args...)
 	srv.await(t, 0, `serving: agents=`)
 	m := filepath.Join(dir, "m.json")
@@ -78,7 +82,7 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 		// waits for one.
 		apiSvc := ""
 		if withAPI {
-			apiSvc = `, "api": {"ip": "10.40.0.11", "hostname": "api.home.arpa", "exec": ["true"], "interface": {"health": {"liveness": "true"}}}`
+			apiSvc = `, "api": {"ip": "10.40.0.11", "hostname": "api.home.arpa", "node": "pve2", "exec": ["true"], "interface": {"health": {"liveness": "true"}}}`
 		}
 		if err := os.WriteFile(m, []byte(`{"network": {"dns_server": "`+dns+`", "gateway": "10.40.0.1", "network_cidr": "10.40.0.0/24"},
   "services": {"web": {"ip": "10.40.0.10", "hostname": "web.home.arpa", "vmid": 150, "ha": true, "resources": {"memory": `+memory+`},
@@ -100,8 +104,14 @@ func TestProxmoxProviderThroughServerAgainstFakeAPI(t *testing.T) {
 	if web == nil || web.Status != "running" || web.Config["memory"] != "512" || web.Config["hostname"] != "web" || web.Pool != "nixmox" {
 		t.Fatalf("container 150: %+v", web)
 	}
-	if apiCT == nil || apiCT.Config["hostname"] != "api" {
-		t.Fatalf("api (no vmid) is not at the next free vmid 101: %+v", apiCT)
+	if apiCT == nil || apiCT.Config["hostname"] != "api" || apiCT.Node != "pve2" {
+		t.Fatalf("api (no vmid, node pve2) is not at the next free vmid 101 on pve2: %+v", apiCT)
+	}
+	if _, err := os.Stat(filepath.Join(root2, "101", "rootfs", "var", "lib", "nixmox-agent", "enroll.json")); err != nil {
+		t.Errorf("api's agent was not delivered through pve2's pct: %v", err)
+	}
+	if out := cli("status"); !regexp.MustCompile(`(?m)^api\s.*\spve2\s*$`).MatchString(out) || !regexp.MustCompile(`(?m)^web\s.*\spve1\s*$`).MatchString(out) {
+		t.Errorf("status does not show the nodes:\n%s", out)
 	}
 	if ha := fake.HA(); ha[150] != "started" || len(ha) != 1 {
 		t.Errorf("HA resources %v, want web's only", ha)

@@ -791,8 +791,11 @@ type ServiceStatus struct {
 	LastReport *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_report,json=lastReport,proto3" json:"last_report,omitempty"`
 	// agent_connected is set while the agent's stream is open.
 	AgentConnected bool `protobuf:"varint,7,opt,name=agent_connected,json=agentConnected,proto3" json:"agent_connected,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// node is the cluster node of the service's container (Proxmox), as the
+	// provider last saw it; empty for providers without nodes.
+	Node          string `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServiceStatus) Reset() {
@@ -872,6 +875,13 @@ func (x *ServiceStatus) GetAgentConnected() bool {
 		return x.AgentConnected
 	}
 	return false
+}
+
+func (x *ServiceStatus) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 // WatchRequest asks for rollout events as they happen.
@@ -1600,7 +1610,7 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"\achanged\x18\x03 \x01(\bR\achanged\"\x0f\n" +
 	"\rStatusRequest\"F\n" +
 	"\x0eStatusResponse\x124\n" +
-	"\bservices\x18\x01 \x03(\v2\x18.nixmox.v1.ServiceStatusR\bservices\"\xba\x02\n" +
+	"\bservices\x18\x01 \x03(\v2\x18.nixmox.v1.ServiceStatusR\bservices\"\xce\x02\n" +
 	"\rServiceStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x11.nixmox.v1.HealthR\x06health\x12\x1e\n" +
@@ -1612,7 +1622,8 @@ const file_nixmox_v1_control_proto_rawDesc = "" +
 	"lastResult\x12;\n" +
 	"\vlast_report\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastReport\x12'\n" +
-	"\x0fagent_connected\x18\a \x01(\bR\x0eagentConnected\"\x0e\n" +
+	"\x0fagent_connected\x18\a \x01(\bR\x0eagentConnected\x12\x12\n" +
+	"\x04node\x18\b \x01(\tR\x04node\"\x0e\n" +
 	"\fWatchRequest\">\n" +
 	"\rWatchResponse\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.nixmox.v1.RolloutEventR\x05event\"&\n" +
