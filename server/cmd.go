@@ -204,6 +204,8 @@ func addServeFlags(cmd *cobra.Command, cfg *Config) {
 	f.StringVar(&cfg.Proxmox.Bridge, "proxmox-bridge", "vmbr0", "the host bridge of the containers' net0")
 	f.StringVar(&cfg.Proxmox.Pct, "proxmox-pct", "pct", "Proxmox's pct, which puts the agent and its enrollment file into each new container (it reaches the containers of this machine's node)")
 	f.StringVar(&cfg.Proxmox.Pool, "proxmox-pool", "nixmox", "the resource pool containers are created in (made if missing)")
+	f.StringToStringVar(&cfg.Proxmox.StorageOn, "proxmox-storage-on", nil, "NODE=STORAGE: another node's storage for root filesystems (repeatable)")
+	f.StringToStringVar(&cfg.Proxmox.TemplateOn, "proxmox-template-on", nil, "NODE=STORAGE:vztmpl/FILE: another node's NixOS LXC template (repeatable)")
 	f.StringToStringVar(&cfg.Proxmox.PctOn, "proxmox-pct-on", nil, "NODE=PROGRAM: the pct of another node (a program run with pct's arguments on that node, e.g. a wrapper around ssh; repeatable)")
 	f.StringVar(&cfg.LocalBridge, "local-bridge", "nixmox0", "the local provider's bridge")
 	f.StringVar(&cfg.LocalNetnsPrefix, "local-netns-prefix", "nixmox-", "the local provider's namespace names: PREFIX+service")

@@ -38,32 +38,53 @@ func (p *Provider) Check(ctx context.Context) []string {
 	if len(problems) > 0 {
 		return problems
 	}
-	content, err := c.GetStorageContent(ctx, storage, pve.NodeName(p.cfg.Node))
-	if err != nil {
-		return append(problems, fmt.Sprintf("cannot list the templates of storage %q on node %q: %v", storage, p.cfg.Node, err))
-	}
-	items, _ := content["data"].([]any)
-	found := false
-	for _, it := range items {
-		if m, _ := it.(map[string]any); m["volid"] == p.cfg.Template {
-			found = true
+	// The template on the default node and on every node given its own.
+	nodes := []string{p.cfg.Node}
+	for node := range p.cfg.TemplateOn {
+		if node != p.cfg.Node {
+			nodes = append(nodes, node)
 		}
 	}
-	if !found {
-		problems = append(problems, fmt.Sprintf("the template %s is not in storage %q on node %q: download a NixOS LXC image there (pveam, or the web UI's CT Templates)", p.cfg.Template, storage, p.cfg.Node))
+	for _, node := range nodes {
+		if msg := templateMissing(ctx, c, node, p.templateOn(node)); msg != "" {
+			problems = append(problems, msg)
+		}
 	}
 	return append(problems, p.checkPrivileges(ctx, c)...)
+}
+
+// templateMissing says why a node lacks its template ("" when it has it).
+func templateMissing(ctx context.Context, c *pve.Client, node, template string) string {
+	storage, file, ok := strings.Cut(template, ":")
+	if !ok || storage == "" || !strings.HasPrefix(file, "vztmpl/") {
+		return fmt.Sprintf("the template of node %s must be STORAGE:vztmpl/FILE, not %q", node, template)
+	}
+	content, err := c.GetStorageContent(ctx, storage, pve.NodeName(node))
+	if err != nil {
+		return fmt.Sprintf("cannot list the templates of storage %q on node %q: %v", storage, node, err)
+	}
+	items, _ := content["data"].([]any)
+	for _, it := range items {
+		if m, _ := it.(map[string]any); m["volid"] == template {
+			return ""
+		}
+	}
+	return fmt.Sprintf("the template %s is not in storage %q on node %q: download a NixOS LXC image there (pveam, or the web UI's CT Templates)", template, storage, node)
 }
 
 // Privileges are what the provider's API token needs, by ACL path
 // (docs/proxmox.md).
 func (p *Provider) Privileges() map[string][]string {
-	return map[string][]string{
+	need := map[string][]string{
 		"/pool/" + p.cfg.Pool: {"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Disk", "VM.Config.Memory",
 			"VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt"},
 		"/storage/" + p.cfg.Storage:               {"Datastore.AllocateSpace", "Datastore.Audit"},
 		"/sdn/zones/localnetwork/" + p.cfg.Bridge: {"SDN.Use"},
 	}
+	for _, storage := range p.cfg.StorageOn {
+		need["/storage/"+storage] = []string{"Datastore.AllocateSpace", "Datastore.Audit"}
+	}
+	return need
 }
 
 // checkPrivileges asks /access/permissions what the token may do on each

@@ -61,11 +61,15 @@ type Config struct {
 	// Node is the default node containers are made on (a service's node
 	// overrides it).
 	Node string
-	// Storage holds the root filesystems (e.g. local-lvm).
-	Storage string
+	// Storage holds the root filesystems (e.g. local-lvm); StorageOn
+	// overrides it per node.
+	Storage   string
+	StorageOn map[string]string
 	// Template is the NixOS LXC template, e.g.
-	// local:vztmpl/nixos-system-x86_64-linux.tar.xz.
-	Template string
+	// local:vztmpl/nixos-system-x86_64-linux.tar.xz; TemplateOn overrides
+	// it per node.
+	Template   string
+	TemplateOn map[string]string
 	// Bridge is the default host bridge of net0 (the manifest's
 	// network.bridge overrides it).
 	Bridge string

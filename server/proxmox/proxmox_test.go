@@ -338,3 +338,51 @@ func TestOnlyItsOwnContainers(t *testing.T) {
 		t.Error("the removal pass deleted a guest nixmox did not make")
 	}
 }
+
+// TestPerNodePlacement: a service's node places its container; that node's
+// storage and template (--proxmox-storage-on, --proxmox-template-on) are
+// used, the check names a template missing there, and the agent goes in
+// through that node's pct (--proxmox-pct-on).
+func TestPerNodePlacement(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	const zfsTemplate = "local:vztmpl/nixos-zfs.tar.xz"
+	h.p.cfg.StorageOn = map[string]string{"pve2": "local-zfs"}
+	h.p.cfg.TemplateOn = map[string]string{"pve2": zfsTemplate}
+	for path, privs := range h.p.Privileges() {
+		h.fake.Grant(path, privs...)
+	}
+	if problems := h.p.Check(ctx); len(problems) != 1 || !strings.Contains(problems[0], `the template `+zfsTemplate+` is not in storage "local" on node "pve2"`) {
+		t.Errorf("a template missing on pve2: %q", problems)
+	}
+	h.fake.AddTemplate("pve2", zfsTemplate)
+	if problems := h.p.Check(ctx); problems != nil {
+		t.Errorf("with every template: %q", problems)
+	}
+	root2 := filepath.Join(h.dir, "pct-pve2")
+	h.fake.UsePct(root2, "pve2")
+	pct2 := filepath.Join(h.dir, "fake-pct-pve2")
+	if err := os.WriteFile(pct2, []byte(fakepve.PctScript(root2)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest(t, `"db": {"ip": "10.40.0.3", "hostname": "db.home.arpa", "vmid": 210, "node": "pve2"}`)
+	var log bytes.Buffer
+	err := h.p.Ensure(ctx, m, []string{"db"}, true, enroll, &log)
+	if err == nil || !strings.Contains(err.Error(), "give --proxmox-pct-on pve2=PROGRAM") {
+		t.Fatalf("delivery on pve2 without its pct: %v", err)
+	}
+	h.p.cfg.PctOn = map[string]string{"pve2": pct2}
+	if err := h.p.Ensure(ctx, m, []string{"db"}, true, enroll, &log); err != nil {
+		t.Fatal(err)
+	}
+	g := h.fake.Guest(210)
+	if g.Node != "pve2" || !strings.HasPrefix(g.Config["rootfs"], "local-zfs:") {
+		t.Errorf("db on %s, rootfs %s", g.Node, g.Config["rootfs"])
+	}
+	if _, err := os.Stat(filepath.Join(root2, "210", "rootfs", "var", "lib", "nixmox-agent", "enroll.json")); err != nil {
+		t.Errorf("not delivered through pve2's pct: %v", err)
+	}
+	if nodes := h.p.Nodes(); nodes["db"] != "pve2" {
+		t.Errorf("Nodes() = %v", nodes)
+	}
+}

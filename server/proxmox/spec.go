@@ -16,8 +16,27 @@ import (
 // generate's containers/<s>.json (render.ContainerOf), so what that file
 // says is what is sent.
 func (p *Provider) spec(m *manifest.Manifest, svc *manifest.Service) render.Container {
-	return render.ContainerOf(m, render.DomainOf(m), svc, render.Placement{Node: p.cfg.Node, Storage: p.cfg.Storage,
-		Template: p.cfg.Template, Bridge: p.cfg.Bridge, Pool: p.cfg.Pool})
+	node := svc.Node
+	if node == "" {
+		node = p.cfg.Node
+	}
+	return render.ContainerOf(m, render.DomainOf(m), svc, render.Placement{Node: p.cfg.Node, Storage: p.storageOn(node),
+		Template: p.templateOn(node), Bridge: p.cfg.Bridge, Pool: p.cfg.Pool})
+}
+
+// storageOn and templateOn are a node's storage and template.
+func (p *Provider) storageOn(node string) string {
+	if s, ok := p.cfg.StorageOn[node]; ok {
+		return s
+	}
+	return p.cfg.Storage
+}
+
+func (p *Provider) templateOn(node string) string {
+	if t, ok := p.cfg.TemplateOn[node]; ok {
+		return t
+	}
+	return p.cfg.Template
 }
 
 // change is one managed option that differs.
