@@ -27,7 +27,7 @@ func TestRequestsCheckedAsPVEDoes(t *testing.T) {
 	good := url.Values{
 		"vmid": {"200"}, "ostemplate": {"local:vztmpl/nixos.tar.xz"}, "hostname": {"dns.home.arpa"},
 		"cores": {"2"}, "memory": {"1024"}, "swap": {"0"}, "onboot": {"1"}, "unprivileged": {"1"},
-		"net0": {"name=eth0,bridge=vmbr0,ip=10.0.0.2/24,gw=10.0.0.1,tag=20,firewall=1"},
+		"net0":   {"name=eth0,bridge=vmbr0,ip=10.0.0.2/24,gw=10.0.0.1,tag=20,firewall=1"},
 		"rootfs": {"local-lvm:8"}, "tags": {"nixmox;dns"}, "pool": {"nixmox"},
 		"nameserver": {"10.0.0.2"}, "searchdomain": {"home.arpa"}, "features": {"nesting=1"},
 	}
