@@ -151,7 +151,8 @@ func (f *Fake) Grant(path string, privs ...string) {
 	f.acl[path] = privs
 }
 
-// Requests returns the requests so far ("METHOD path") and forgets them.
+// Requests returns the requests so far ("METHOD path", with a DELETE's
+// query) and forgets them.
 func (f *Fake) Requests() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -197,7 +198,11 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	path := m[1]
-	f.requests = append(f.requests, r.Method+" "+path)
+	req := r.Method + " " + path
+	if r.URL.RawQuery != "" && r.Method == http.MethodDelete {
+		req += "?" + r.URL.RawQuery // what a delete asks for (purge, ...)
+	}
+	f.requests = append(f.requests, req)
 	if r.Header.Get("Authorization") != "PVEAPIToken="+f.token {
 		writeError(w, &apiError{status: 401, msg: "invalid token value!"})
 		return

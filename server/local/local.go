@@ -312,22 +312,7 @@ func (p *Provider) startAgent(ctx context.Context, inv *localnet.Inventory, e *l
 	return p.state().Save(inv)
 }
 
-func (p *Provider) agentBinary() (string, error) {
-	if p.AgentBinary != "" {
-		return p.AgentBinary, nil
-	}
-	if self, err := os.Executable(); err == nil {
-		beside := filepath.Join(filepath.Dir(self), "nixmox-agent")
-		if _, err := os.Stat(beside); err == nil {
-			return beside, nil
-		}
-	}
-	path, err := exec.LookPath("nixmox-agent")
-	if err != nil {
-		return "", errors.New("nixmox-agent is neither beside nixmox-server nor on PATH")
-	}
-	return path, nil
-}
+func (p *Provider) agentBinary() (string, error) { return provider.AgentBinary(p.AgentBinary) }
 
 func (p *Provider) serverAddr(gw netip.Addr) string {
 	return netip.AddrPortFrom(gw, uint16(p.ServerPort)).String()

@@ -5,7 +5,11 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -46,4 +50,23 @@ type Checker interface {
 type Locator interface {
 	// Nodes returns the node of each service's container it knows.
 	Nodes() map[string]string
+}
+
+// AgentBinary is the nixmox-agent a provider starts or pushes: given, else
+// the one beside this program, else nixmox-agent on PATH.
+func AgentBinary(given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "nixmox-agent")
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	path, err := exec.LookPath("nixmox-agent")
+	if err != nil {
+		return "", errors.New("nixmox-agent is neither beside nixmox-server nor on PATH")
+	}
+	return path, nil
 }

@@ -666,20 +666,11 @@ func (p *Provider) tempFile(data []byte) (string, error) {
 }
 
 func (p *Provider) agentBinary() (string, error) {
-	if p.cfg.AgentBinary != "" {
-		return p.cfg.AgentBinary, nil
-	}
-	if self, err := os.Executable(); err == nil {
-		beside := filepath.Join(filepath.Dir(self), "nixmox-agent")
-		if _, err := os.Stat(beside); err == nil {
-			return beside, nil
-		}
-	}
-	path, err := exec.LookPath("nixmox-agent")
+	bin, err := provider.AgentBinary(p.cfg.AgentBinary)
 	if err != nil {
-		return "", errors.New("nixmox-agent is neither beside nixmox-server nor on PATH: the server pushes it into new containers")
+		return "", fmt.Errorf("%w: the server pushes it into new containers", err)
 	}
-	return path, nil
+	return bin, nil
 }
 
 // Observe implements provider.Provider: per service, whether its container

@@ -331,7 +331,7 @@ func TestOnlyItsOwnContainers(t *testing.T) {
 		t.Fatalf("removing web: %v", err)
 	}
 	reqs := h.fake.Requests()
-	if h.fake.Guest(100) != nil || requestsLike(reqs, "POST /nodes/pve1/lxc/100/status/shutdown") != 1 || requestsLike(reqs, "DELETE /nodes/pve1/lxc/100") != 1 {
+	if h.fake.Guest(100) != nil || requestsLike(reqs, "POST /nodes/pve1/lxc/100/status/shutdown") != 1 || requestsLike(reqs, "DELETE /nodes/pve1/lxc/100?destroy-unreferenced-disks=1&purge=1") != 1 {
 		t.Errorf("removing web: guest %v, requests %v", h.fake.Guest(100), reqs)
 	}
 	if h.fake.Guest(300) == nil || h.fake.Guest(301) == nil {
