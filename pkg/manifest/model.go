@@ -133,7 +133,7 @@ type Auth struct {
 type OIDC struct {
 	ClientID      string   `json:"client_id" doc:"OAuth2 client id. Defaults to the service (or route) name."`
 	ClientType    string   `json:"client_type" enum:"confidential,public" default:"confidential" doc:"confidential clients get a client secret; public ones do not."`
-	RedirectURIs  []string `json:"redirect_uris" doc:"Allowed redirect URIs: absolute http(s) URLs; at least one."`
+	RedirectURIs  []string `json:"redirect_uris" doc:"Allowed redirect URIs, at least one: absolute http(s) URLs, or a native app's private-use scheme (RFC 8252: com.example.app:/oauth2redirect, nativeapp:///callback; reverse-DNS names recommended). Fragments, white space and schemes that run code or carry data (javascript:, data:, vbscript:, file:, blob:, about:) are refused."`
 	Scopes        []string `json:"scopes" doc:"Scopes the client may request, e.g. openid email profile."`
 	UsernameClaim string   `json:"username_claim" default:"preferred_username" doc:"Claim the app reads the user name from."`
 	GroupsClaim   string   `json:"groups_claim" default:"groups" doc:"Claim the app reads group membership from."`

@@ -620,17 +620,41 @@ func (v *validator) oidc(p Path, o *OIDC) {
 	}
 }
 
-// checkRedirectURI returns what is wrong with an OIDC redirect URI, or "".
+// uriScheme is a URI's scheme (RFC 3986 §3.1).
+var uriScheme = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.\-]*):`)
+
+// dangerousSchemes run code, carry data or reach local files: never a
+// redirect target.
+var dangerousSchemes = map[string]bool{"javascript": true, "data": true, "vbscript": true, "file": true, "blob": true, "about": true, "filesystem": true}
+
+// checkRedirectURI returns what is wrong with an OIDC redirect URI, or "":
+// an absolute http(s) URL, or a native app's private-use scheme (RFC 8252).
 func checkRedirectURI(s string) string {
 	if strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
 		return "contains white space or control characters"
+	}
+	m := uriScheme.FindStringSubmatch(s)
+	if m == nil {
+		return "must be an absolute http:// or https:// URL, or a native app's own scheme (com.example.app:/callback)"
+	}
+	scheme := strings.ToLower(m[1])
+	if dangerousSchemes[scheme] {
+		return scheme + ": is not a redirect URI scheme"
+	}
+	if strings.Contains(s, "#") {
+		return "must not have a fragment (#...)"
 	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return "is not a URL"
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return "must be an absolute http:// or https:// URL"
+	if scheme != "https" && scheme != "http" {
+		// A private-use scheme of a native app (RFC 8252 §7.1): Authentik
+		// accepts it; it needs somewhere to go.
+		if u.Opaque == "" && u.Path == "" && u.Host == "" {
+			return "has no path after its scheme"
+		}
+		return ""
 	}
 	if u.Host == "" || !isDNSName(u.Hostname()) && !isIP(u.Hostname()) {
 		return "has no valid host"

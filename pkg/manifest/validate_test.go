@@ -163,7 +163,7 @@ func TestBrokenManifests(t *testing.T) {
 		{"oidc without redirect URIs", `{"services": {"vaultwarden": {"interface": {"auth": {"oidc": {"redirect_uris": []}}}}}}`,
 			[]string{`services.vaultwarden.interface.auth.oidc.redirect_uris: needs at least one redirect URI`}},
 		{"redirect URI not absolute", `{"services": {"vaultwarden": {"interface": {"auth": {"oidc": {"redirect_uris": ["vault.lab.test/cb"]}}}}}}`,
-			[]string{`services.vaultwarden.interface.auth.oidc.redirect_uris[0]: "vault.lab.test/cb" must be an absolute http:// or https:// URL`}},
+			[]string{`services.vaultwarden.interface.auth.oidc.redirect_uris[0]: "vault.lab.test/cb" must be an absolute http:// or https:// URL, or a native app's own scheme (com.example.app:/callback)`}},
 		{"redirect URI with fragment", `{"services": {"vaultwarden": {"interface": {"auth": {"oidc": {"redirect_uris": ["https://vault.lab.test/cb#x"]}}}}}}`,
 			[]string{`services.vaultwarden.interface.auth.oidc.redirect_uris[0]: "https://vault.lab.test/cb#x" must not have a fragment (#...)`}},
 		{"OIDC scope with shell characters", `{"services": {"vaultwarden": {"interface": {"auth": {"oidc": {"scopes": ["openid $(id)"]}}}}}}`,
@@ -308,6 +308,34 @@ func TestLargeManifestDecodesAlike(t *testing.T) {
 		ref = got
 		if err == nil || err.Error() != wantDup {
 			t.Errorf("GOMAXPROCS=%d: error %v\nwant %s", procs, err, wantDup)
+		}
+	}
+}
+
+// TestNativeAppRedirectURIs (issue #16, finding 9): OAuth for native apps
+// (RFC 8252 §7.1) redirects to private-use URI schemes, which Authentik
+// accepts; they are accepted, while schemes that run code or carry data
+// (javascript:, data:, ...) and fragments are refused.
+func TestNativeAppRedirectURIs(t *testing.T) {
+	uri := func(u string) []string {
+		data, _ := json.Marshal(u)
+		return problems(t, patched(t, `{"services": {"vaultwarden": {"interface": {"auth": {"oidc": {"redirect_uris": [`+string(data)+`]}}}}}}`))
+	}
+	for _, ok := range []string{"com.example.app:/oauth2redirect", "nativeapp:///callback", "https://vault.lab.test/cb", "org.nixmox.ios:/cb?x=1"} {
+		if got := uri(ok); got != nil {
+			t.Errorf("%s refused: %v", ok, got)
+		}
+	}
+	for bad, want := range map[string]string{
+		"javascript:alert(1)":      "javascript: is not a redirect URI scheme",
+		"data:text/html,x":         "data: is not a redirect URI scheme",
+		"com.example.app:/cb#frag": "must not have a fragment",
+		"1app:/cb":                 "must be an absolute http:// or https:// URL, or a native app's own scheme",
+		"com.example.app:":         "has no path after its scheme",
+	} {
+		got := uri(bad)
+		if len(got) != 1 || !strings.Contains(got[0], want) {
+			t.Errorf("%s: %v, want %q", bad, got, want)
 		}
 	}
 }

@@ -314,8 +314,11 @@ func (r *renderer) authCore(providers []*manifest.Service) error {
 			if r.forwardAuth(s, rt) == "" {
 				continue
 			}
-			slug := routeName(s, rt)
-			name := "proxy_" + ident(slug)
+			// Its own slug and provider name: Authentik makes both unique,
+			// and the service's OIDC application keeps the service's slug
+			// (the issuer's path).
+			slug := routeName(s, rt) + "-proxy"
+			name := "proxy_" + ident(routeName(s, rt))
 			modules[name] = map[string]any{
 				"source": "./modules/authentik-proxy-app", "name": tfString(slug), "slug": tfString(slug),
 				"external_host": tfString("https://" + rt.Domain),
