@@ -66,7 +66,7 @@ if [ -e "$d/%[2]s.fail" ]; then echo "%[2]s cannot switch" >&2; exit 4; fi
   builder = "/bin/sh";
   script = builtins.toFile "switch-to-configuration" %s;
   args = [ "-c" %s ];
-}`, s.label, nixString(script), nixString(strings.Join(append([]string{
+}`, s.label, testenv.NixString(script), testenv.NixString(strings.Join(append([]string{
 		"/bin/mkdir -p $out/bin", "/bin/cp $script $out/bin/switch-to-configuration", "/bin/chmod +x $out/bin/switch-to-configuration"}, extra...), "\n")))
 	f := filepath.Join(t.TempDir(), "system.nix")
 	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
@@ -78,12 +78,6 @@ if [ -e "$d/%[2]s.fail" ]; then echo "%[2]s cannot switch" >&2; exit 4; fi
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[len(lines)-1]
-}
-
-// nixString quotes s as a Nix string literal.
-func nixString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `${`, `\${`)
-	return `"` + r.Replace(s) + `"`
 }
 
 // started reads what the stand-in switch of label recorded.
@@ -116,20 +110,6 @@ func gate(t *testing.T, dir, label string) (release func()) {
 		fmt.Fprintln(f, "go")
 		f.Close()
 	}
-}
-
-// waitFor waits for a file the stand-in switch writes: no stage report
-// comes while it blocks, and one that outlived the agent reports nothing
-// at all, so the test watches what it leaves, bounded.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 3000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s never happened", what)
 }
 
 func exists(path string) func() bool {
@@ -188,7 +168,7 @@ func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
 	go func() {
 		done <- sw.Apply(ctx, agent.Desired{Generation: 2, StorePath: g2, Health: check("two", state)}, make(chan struct{}))
 	}()
-	waitFor(t, "the switch to two", exists(filepath.Join(dir, "two.started")))
+	testenv.Eventually(t, "the switch to two", exists(filepath.Join(dir, "two.started")))
 	supersede(agent.ErrSuperseded)
 	release()
 	err := <-done
@@ -216,7 +196,7 @@ func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
 	go func() {
 		done <- sw.Apply(ctx, agent.Desired{Generation: 3, StorePath: g3, Health: check("three", state)}, make(chan struct{}))
 	}()
-	waitFor(t, "the switch to three", exists(filepath.Join(dir, "three.started")))
+	testenv.Eventually(t, "the switch to three", exists(filepath.Join(dir, "three.started")))
 	stop()
 	if err := <-done; !errors.Is(err, agent.ErrShutdown) {
 		t.Fatalf("Apply during shutdown = %v, want ErrShutdown", err)
@@ -226,7 +206,7 @@ func TestRunningSwitchOutlivesSupersedingAndShutdown(t *testing.T) {
 		t.Fatalf("the switch (pid %d) died with the agent", pid)
 	}
 	release()
-	waitFor(t, "the end of the switch to three", func() bool { return !alive(pid) })
+	testenv.Eventually(t, "the end of the switch to three", func() bool { return !alive(pid) })
 	if data, _ := os.ReadFile(filepath.Join(dir, "finished")); !strings.HasSuffix(string(data), "three\n") {
 		t.Errorf("switches that finished: %q, want three last", data)
 	}

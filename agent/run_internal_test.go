@@ -44,16 +44,7 @@ func TestBackoff(t *testing.T) {
 func closureFor(t *testing.T, label, state string) string {
 	t.Helper()
 	testenv.RequireTool(t, "nix-build")
-	expr := fmt.Sprintf(`derivation {
-  name = "nixmox-run-test-%s";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" ''
-    /bin/mkdir -p $out/bin
-    printf '#!/bin/sh\necho %%s > %%s\n' %q %q > $out/bin/activate
-    /bin/chmod +x $out/bin/activate
-  '' ];
-}`, label, label, state)
+	expr := testenv.ActivateExpr("nixmox-run-test-"+label, fmt.Sprintf("#!/bin/sh\necho %s > %s\n", label, state))
 	f := filepath.Join(t.TempDir(), "gen.nix")
 	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
 		t.Fatal(err)

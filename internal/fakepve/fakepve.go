@@ -367,7 +367,7 @@ func (f *Fake) handle(method, tmpl string, vars map[string]string, p url.Values)
 		if g.Lock != "" {
 			conf["lock"] = g.Lock
 		}
-		return f.typed("PUT", "/nodes/{node}/lxc/{vmid}/config", conf), nil
+		return f.typed(conf), nil
 	case "GET /nodes/{node}/lxc/{vmid}/pending":
 		out := []map[string]any{}
 		for _, k := range slices.Sorted(maps.Keys(g.Config)) {
@@ -505,14 +505,13 @@ func (f *Fake) create(node string, p url.Values) (any, *apiError) {
 		}
 		return nil, fail(500, "unable to create CT %d - %s %d already exists on node '%s'", id, kind, id, g.Node)
 	}
-	storage, volname, ok := strings.Cut(p.Get("ostemplate"), ":")
+	_, volname, ok := strings.Cut(p.Get("ostemplate"), ":")
 	if !ok || !vztmplName.MatchString(volname) {
 		return nil, fail(500, "unable to parse directory volume name '%s'", volname)
 	}
 	if !slices.Contains(f.templates[node], p.Get("ostemplate")) {
 		return nil, fail(500, "volume '%s' does not exist", p.Get("ostemplate"))
 	}
-	_ = storage
 	if pool := p.Get("pool"); pool != "" && !f.pools[pool] {
 		return nil, fail(500, "pool '%s' does not exist", pool)
 	}
@@ -667,7 +666,7 @@ func (f *Fake) digest(g *Guest) string {
 
 // typed returns a config with integer and boolean values as JSON numbers,
 // as the API gives them, and everything else as strings.
-func (f *Fake) typed(method, tmpl string, conf map[string]string) map[string]any {
+func (f *Fake) typed(conf map[string]string) map[string]any {
 	out := map[string]any{}
 	for k, v := range conf {
 		out[k] = f.typedValue(k, v)

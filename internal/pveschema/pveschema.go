@@ -344,6 +344,8 @@ func (s *Schema) checkPropertyString(p *Param, value string) string {
 	return ""
 }
 
+var lxcMPDots = regexp.MustCompile(`(^|/)\.\.?(/|$)`)
+
 var named = map[string]*regexp.Regexp{
 	"pve-node":       regexp.MustCompile(`^(?i:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$`),
 	"pve-storage-id": regexp.MustCompile(`^(?i:[a-z][a-z0-9\-_.]*[a-z0-9])$`),
@@ -401,6 +403,11 @@ func (s *Schema) checkNamed(format, value string) string {
 				return fmt.Sprintf("value '%s' does not look like a valid IP address", a)
 			}
 		}
+	case "pve-lxc-mp-string":
+		// PVE::LXC::Config's verify_lxc_mp_string: no . or .. path parts.
+		if lxcMPDots.MatchString(value) {
+			return fmt.Sprintf("%s contains illegal character sequences", value)
+		}
 	default:
 		re, ok := named[format]
 		if !ok {
@@ -421,11 +428,6 @@ func (s *Schema) Unchecked() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Sorted(maps.Keys(s.unchecked))
-}
-
-// Params returns the schema of an endpoint's method (nil if unknown).
-func (s *Schema) Params(method, tmpl string) map[string]*Param {
-	return s.endpoints[tmpl][method]
 }
 
 // IsInteger reports whether the parameter name of method on the path

@@ -34,6 +34,10 @@ func TestRequestsCheckedAsPVEDoes(t *testing.T) {
 	if err := s.Validate("POST", "/nodes/pve/lxc", good); err != nil {
 		t.Fatalf("a good create was refused: %v", err)
 	}
+	// Every named format of what nixmox sends is really checked.
+	if u := s.Unchecked(); len(u) != 0 {
+		t.Errorf("named formats accepted unchecked in a create: %v", u)
+	}
 	for name, c := range map[string]struct {
 		param, value, want string
 	}{

@@ -30,10 +30,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +107,9 @@ type Provider struct {
 	once   sync.Once
 	client *pve.Client
 	err    error
+
+	mu    sync.Mutex
+	nodes map[string]string // the inventory's nodes, as last loaded or saved
 }
 
 var _ provider.Provider = (*Provider)(nil)
@@ -232,7 +237,25 @@ func (p *Provider) save(inv *inventory) error {
 		return err
 	}
 	data, _ := json.MarshalIndent(inv, "", "  ")
-	return atomicfile.Write(filepath.Join(p.cfg.Dir, "inventory.json"), data, 0o600)
+	if err := atomicfile.Write(filepath.Join(p.cfg.Dir, "inventory.json"), data, 0o600); err != nil {
+		return err
+	}
+	p.remember(inv)
+	return nil
+}
+
+// remember keeps the inventory's nodes for Nodes, which status asks for
+// on every request.
+func (p *Provider) remember(inv *inventory) {
+	nodes := map[string]string{}
+	for name, e := range inv.Containers {
+		if e.Stage != stageRequested {
+			nodes[name] = e.Node
+		}
+	}
+	p.mu.Lock()
+	p.nodes = nodes
+	p.mu.Unlock()
 }
 
 // guest is a guest as /cluster/resources lists it.
@@ -681,7 +704,7 @@ func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services [
 		return "", err
 	}
 	var b strings.Builder
-	for _, name := range sortedKeys(toSet(services)) {
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(services))) {
 		svc := m.Service(name)
 		e := s.inv.Containers[name]
 		if svc == nil || e == nil || e.Stage == stageRequested {
@@ -712,14 +735,6 @@ func (p *Provider) Observe(ctx context.Context, m *manifest.Manifest, services [
 		fmt.Fprintf(&b, "%s: node %s, stage %s, changes %v, pending %v\n", name, g.Node, e.Stage, parts, sortedKeys(pending))
 	}
 	return b.String(), nil
-}
-
-func toSet(xs []string) map[string]bool {
-	m := map[string]bool{}
-	for _, x := range xs {
-		m[x] = true
-	}
-	return m
 }
 
 // Destroy implements provider.Provider: every container it made, shut
@@ -776,17 +791,21 @@ func (s *session) destroy(ctx context.Context, name string) error {
 var _ provider.Locator = (*Provider)(nil)
 
 // Nodes implements provider.Locator: each container's node as the
-// inventory recorded it (Ensure follows migrations).
+// inventory recorded it (Ensure follows migrations), read from the file
+// once and then kept with every save.
 func (p *Provider) Nodes() map[string]string {
-	inv, err := p.load()
-	if err != nil {
-		return nil
-	}
-	out := map[string]string{}
-	for name, e := range inv.Containers {
-		if e.Stage != stageRequested {
-			out[name] = e.Node
+	p.mu.Lock()
+	nodes := p.nodes
+	p.mu.Unlock()
+	if nodes == nil {
+		inv, err := p.load()
+		if err != nil {
+			return nil
 		}
+		p.remember(inv)
+		p.mu.Lock()
+		nodes = p.nodes
+		p.mu.Unlock()
 	}
-	return out
+	return maps.Clone(nodes)
 }

@@ -19,17 +19,7 @@ import (
 // to marker.
 func closure(t *testing.T, dir, name, label, marker string) {
 	t.Helper()
-	expr := fmt.Sprintf(`derivation {
-  name = "nixmox-e2e-%s";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" ''
-    /bin/mkdir -p $out/bin
-    printf '#!/bin/sh\necho %%s > %%s\n' %q %q > $out/bin/activate
-    /bin/chmod +x $out/bin/activate
-  '' ];
-}
-`, label, label, marker)
+	expr := testenv.ActivateExpr("nixmox-e2e-"+label, fmt.Sprintf("#!/bin/sh\necho %s > %s\n", label, marker))
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(expr), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -72,17 +72,9 @@ func (r *recovery) serve() {
 
 // closure writes a.nix with the label the next generation activates.
 func (r *recovery) closure(label string) {
-	expr := fmt.Sprintf(`derivation {
-  name = "nixmox-e2e-recovery-%s";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" ''
-    /bin/mkdir -p $out/bin
-    printf '#!/bin/sh\nif [ -e %%s ]; then while [ ! -e %%s ]; do /bin/sleep 0.05; done; fi\necho %%s > %%s\n' %q %q %q %q > $out/bin/activate
-    /bin/chmod +x $out/bin/activate
-  '' ];
-}
-`, label, r.hold, r.release, label, filepath.Join(r.dir, "a.active"))
+	expr := testenv.ActivateExpr("nixmox-e2e-recovery-"+label, fmt.Sprintf(
+		"#!/bin/sh\nif [ -e %s ]; then while [ ! -e %s ]; do /bin/sleep 0.05; done; fi\necho %s > %s\n",
+		r.hold, r.release, label, filepath.Join(r.dir, "a.active")))
 	if err := os.WriteFile(filepath.Join(r.dir, "a.nix"), []byte(expr), 0o644); err != nil {
 		r.t.Fatal(err)
 	}
@@ -240,10 +232,10 @@ func TestBuildDiesWithTheServer(t *testing.T) {
 	}
 	apply := run(t, "nixmox-cli", "apply", "-f", r.manifest, "--socket", r.socket)
 	building := func() bool { return len(processesWith(t, "/bin/sleep\x00"+nonce+"\x00")) > 0 }
-	waitUntil(t, "the build to start", building)
+	testenv.Eventually(t, "the build to start", building)
 	r.srv.kill()
 	apply.kill()
-	waitUntil(t, "the build to end with the server", func() bool { return !building() })
+	testenv.Eventually(t, "the build to end with the server", func() bool { return !building() })
 }
 
 // processesWith returns the pids whose command line contains s (its
@@ -265,17 +257,4 @@ func processesWith(t *testing.T, s string) []int {
 		}
 	}
 	return pids
-}
-
-// waitUntil polls cond for what the test cannot be told of (processes
-// coming and going), bounded at 60 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 600 {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("waited 60 s for %s", what)
 }
