@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -57,6 +58,13 @@ not confirm it within confirm_timeout.`,
 			if cfg.SystemdRun, err = findSystemdRun(systemdRun); err != nil {
 				*usage = true
 				return err
+			}
+			// Nix's binary-cache database is the agent's own, in its state
+			// directory unless the unit gives one (the NixOS module's
+			// CacheDirectory): Nix 2.8's database fails concurrent pulls of
+			// agents sharing a home ("constraint failed").
+			if os.Getenv("XDG_CACHE_HOME") == "" {
+				os.Setenv("XDG_CACHE_HOME", filepath.Join(cfg.StateDir, "cache"))
 			}
 			if problems := Check(cfg); problems != nil {
 				return fmt.Errorf("refusing to start:\n  - %s", strings.Join(problems, "\n  - "))

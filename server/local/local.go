@@ -298,10 +298,7 @@ func (p *Provider) startAgent(ctx context.Context, inv *localnet.Inventory, e *l
 		// systemd unit would run them outside it.
 		"--current-system=", "--systemd-run=none")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Nix's binary-cache database per agent, as the NixOS module gives
-	// each container's agent its own CacheDirectory: Nix 2.8's is not safe
-	// for concurrent pulls ("constraint failed" in binary-cache-v6.sqlite).
-	cmd.Env = append(os.Environ(), "NIXMOX_DATA_DIR="+data, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	cmd.Env = append(os.Environ(), "NIXMOX_DATA_DIR="+data)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return err

@@ -74,10 +74,6 @@ func run(t testing.TB, name string, args ...string) *proc {
 		path = name // another program, from PATH
 	}
 	p := &proc{name: name, cmd: exec.Command(path, args...), more: make(chan struct{}), done: make(chan struct{})}
-	if i := slices.Index(args, "--state-dir"); name == "nixmox-agent" && i >= 0 && i+1 < len(args) {
-		// Each agent its own Nix cache database, as on its container.
-		p.cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(args[i+1], "cache"))
-	}
 	// stdout and stderr both: logs go to stderr, nixmox-cli's lines to stdout.
 	r, w, err := os.Pipe()
 	if err != nil {
