@@ -18,7 +18,7 @@ buildGoModule {
       if type == "directory" then !(lib.hasPrefix "." name) && name != "bin"
       else lib.hasSuffix ".go" name || name == "go.mod" || name == "go.sum";
   };
-  vendorHash = "sha256-WtcPUbGYVgeIPzANo3BfO3zz2nr1rvxzRcpSCJfu7p0=";
+  vendorHash = "sha256-DEPCMGZxIt2XS3wtq4VNZLX+r4/nM/lmVVnSc0D2NJ4=";
   subPackages = [ "cmd/${program}" ];
   # Static, as `make bin` builds them: the agent is pushed into stock
   # containers before their first NixOS generation.
