@@ -52,18 +52,20 @@ type Network struct {
 
 // Outposts lists the optional Authentik outposts.
 type Outposts struct {
-	LDAP   *LDAPOutpost   `json:"ldap" doc:"An LDAP outpost; present means deployed."`
-	RADIUS *RADIUSOutpost `json:"radius" doc:"A RADIUS outpost; present means deployed."`
+	LDAP   *LDAPOutpost   `json:"ldap" doc:"An LDAP outpost: present means created in Authentik (provider, application, outpost, its token) by tf:auth-core, and run by its service when one is named."`
+	RADIUS *RADIUSOutpost `json:"radius" doc:"A RADIUS outpost: present means created in Authentik (provider, application, outpost, its token) by tf:auth-core, and run by its service when one is named."`
 }
 
 // LDAPOutpost configures Authentik's LDAP outpost.
 type LDAPOutpost struct {
-	BaseDN string `json:"base_dn" doc:"Base DN the LDAP outpost serves, e.g. dc=lab,dc=example."`
+	BaseDN  string `json:"base_dn" doc:"Base DN the LDAP outpost serves, e.g. dc=lab,dc=example."`
+	Service string `json:"service" doc:"The service that runs the outpost: its agent receives the outpost's API token as the secret authentik-ldap-outpost-token, and it is deployed after tf:auth-core. Not the auth provider itself (its system is built before tf:auth-core). Without it, nixmox creates the outpost and runs nothing: its token is the sensitive output ldap_outpost_token of tf:auth-core."`
 }
 
 // RADIUSOutpost configures Authentik's RADIUS outpost.
 type RADIUSOutpost struct {
 	ClientNetworks []string `json:"client_networks" doc:"CIDRs allowed to talk RADIUS to the outpost."`
+	Service        string   `json:"service" doc:"The service that runs the outpost (secret authentik-radius-outpost-token); as for ldap.service."`
 }
 
 // Service is one container and what runs on it.
@@ -131,10 +133,10 @@ type Auth struct {
 
 // OIDC is an OIDC client registration.
 type OIDC struct {
-	ClientID      string   `json:"client_id" doc:"OAuth2 client id. Defaults to the service (or route) name."`
+	ClientID      string   `json:"client_id" doc:"OAuth2 client id, the same in Authentik, the host facts and your modules. Default: the oidc_client_id the service passes its Terraform modules (interface.terraform.variables), else the service name (a route: service-route). Set both only if they are equal."`
 	ClientType    string   `json:"client_type" enum:"confidential,public" default:"confidential" doc:"confidential clients get a client secret; public ones do not."`
 	RedirectURIs  []string `json:"redirect_uris" doc:"Allowed redirect URIs, at least one: absolute http(s) URLs, or a native app's private-use scheme (RFC 8252: com.example.app:/oauth2redirect, nativeapp:///callback; reverse-DNS names recommended). Fragments, white space and schemes that run code or carry data (javascript:, data:, vbscript:, file:, blob:, about:) are refused."`
-	Scopes        []string `json:"scopes" doc:"Scopes the client may request, e.g. openid email profile."`
+	Scopes        []string `json:"scopes" doc:"Scopes the client may request, e.g. openid email profile. openid, email, profile, entitlements, offline_access and goauthentik.io/api use Authentik's managed scope mappings; any other needs a scope mapping of that scope_name in Authentik, or tf:auth-core fails naming the scope."`
 	UsernameClaim string   `json:"username_claim" default:"preferred_username" doc:"Claim the app reads the user name from."`
 	GroupsClaim   string   `json:"groups_claim" default:"groups" doc:"Claim the app reads group membership from."`
 }

@@ -63,6 +63,8 @@ const (
 	atRouteAuthz                     // the route's authz
 	atDBHost                         // the database's host
 	atReverseProxy                   // interface.proxy
+	atLDAPOutpost                    // network.outposts.ldap.service
+	atRADIUSOutpost                  // network.outposts.radius.service
 )
 
 // reasons in the order Reasons lists them.
@@ -102,6 +104,10 @@ func (d Dependency) Location() Path {
 		return s.Databases()[i].Path().Key("host")
 	case atReverseProxy:
 		return p.Key("interface").Key("proxy")
+	case atLDAPOutpost:
+		return Path{"network", "outposts", "ldap", "service"}
+	case atRADIUSOutpost:
+		return Path{"network", "outposts", "radius", "service"}
 	}
 	panic("manifest: unknown dependency site")
 }
@@ -149,6 +155,7 @@ func (m *Manifest) validate() Diagnostics {
 	}
 	v.network()
 	v.collect()
+	v.outpostRunners()
 	v.globals()
 	enabled := m.Enabled()
 	v.perService(enabled)
@@ -220,6 +227,27 @@ func (m *Manifest) Service(name string) *Service {
 }
 
 // Path returns the manifest path of the service, e.g. services.vaultwarden.
+// ClientIDVariable is the Terraform variable a service may pass its
+// modules its OIDC client id in; see OIDCClientID.
+const ClientIDVariable = "oidc_client_id"
+
+// OIDCClientID is the client id of the service's own OIDC client (its
+// interface.auth): auth.oidc.client_id, else the string the service passes
+// its Terraform modules as the variable oidc_client_id, else the service's
+// name. One id everywhere: Authentik's provider, the facts its system gets
+// and its modules' variable.
+func (s *Service) OIDCClientID() string {
+	if a := s.Interface.Auth; a != nil && a.OIDC != nil && a.OIDC.ClientID != "" {
+		return a.OIDC.ClientID
+	}
+	if tf := s.Interface.Terraform; tf != nil {
+		if id, ok := tf.Variables[ClientIDVariable].(string); ok && id != "" {
+			return id
+		}
+	}
+	return s.Name
+}
+
 func (s *Service) Path() Path {
 	if s.path == nil {
 		sec := "services"
@@ -283,6 +311,36 @@ func (v *validator) network() {
 			if _, err := netip.ParsePrefix(c); err != nil {
 				v.diags.Addf(p.Key("outposts").Key("radius").Key("client_networks").Index(i), "%q is not a network in CIDR notation", c)
 			}
+		}
+	}
+}
+
+// outpostRunners checks the services named to run the outposts.
+func (v *validator) outpostRunners() {
+	o := v.m.Network.Outposts
+	runners := map[string]string{}
+	if o.LDAP != nil {
+		runners["ldap"] = o.LDAP.Service
+	}
+	if o.RADIUS != nil {
+		runners["radius"] = o.RADIUS.Service
+	}
+	for _, kind := range slices.Sorted(maps.Keys(runners)) {
+		name := runners[kind]
+		if name == "" {
+			continue
+		}
+		p := Path{"network", "outposts", kind, "service"}
+		_, ok := v.byName[name]
+		switch {
+		case !ok && v.all[name] != nil:
+			v.diags.Addf(p, "%q is disabled", name)
+		case !ok:
+			v.diags.Addf(p, "no enabled service is called %q%s", name, didYouMean(name, v.names))
+		case name == DefaultAuthProvider():
+			v.diags.Addf(p, "%q is the auth provider: its system is built before tf:auth-core makes the outpost's token; name another service (it may run the outpost beside an application)", name)
+		case v.byName[DefaultAuthProvider()] == nil:
+			v.diags.Addf(p, "the outpost needs the auth provider %q, which is not an enabled service", DefaultAuthProvider())
 		}
 	}
 }
@@ -554,6 +612,7 @@ func (v *validator) auth(p Path, s *Service, a *Auth, route int32) {
 			v.diags.Addf(p.Key("oidc"), "is required when type is \"oidc\" (at least redirect_uris)")
 		} else {
 			v.oidc(p.Key("oidc"), a.OIDC)
+			v.oneClientID(p, s, a, route)
 		}
 	case "ldap", "radius":
 		if (a.Type == "ldap" && v.m.Network.Outposts.LDAP == nil) || (a.Type == "radius" && v.m.Network.Outposts.RADIUS == nil) {
@@ -593,6 +652,21 @@ func (v *validator) provider(parent Path, field string, site depSite, s *Service
 		v.addDep(s, name, "auth provider", site)
 	}
 	return t
+}
+
+// oneClientID refuses a service whose auth.oidc.client_id and the client id
+// it passes its Terraform modules (variables.oidc_client_id) differ.
+func (v *validator) oneClientID(p Path, s *Service, a *Auth, route int32) {
+	tf := s.Interface.Terraform
+	if route >= 0 || a.OIDC.ClientID == "" || tf == nil {
+		return
+	}
+	vp := s.Path().Key("interface").Key("terraform").Key("variables").Key(ClientIDVariable)
+	switch id, ok := tf.Variables[ClientIDVariable]; {
+	case !ok:
+	case id != a.OIDC.ClientID:
+		v.diags.Addf(vp, "%v differs from %s (%q): a client has one id; drop one of them", id, p.Key("oidc").Key("client_id"), a.OIDC.ClientID)
+	}
 }
 
 func (v *validator) oidc(p Path, o *OIDC) {
@@ -1031,6 +1105,15 @@ func (v *validator) dependencies(s *Service) {
 		return
 	}
 	p := s.Path()
+	// A service that runs an outpost needs its token: it comes after
+	// tf:auth-core, like a service that uses the auth provider.
+	o := v.m.Network.Outposts
+	if o.LDAP != nil && o.LDAP.Service == s.Name && s.Name != DefaultAuthProvider() {
+		v.addDep(s, DefaultAuthProvider(), "auth provider", depSite{atLDAPOutpost, 0})
+	}
+	if o.RADIUS != nil && o.RADIUS.Service == s.Name && s.Name != DefaultAuthProvider() {
+		v.addDep(s, DefaultAuthProvider(), "auth provider", depSite{atRADIUSOutpost, 0})
+	}
 	for i, d := range s.DependsOn {
 		switch t, ok := v.byName[d]; {
 		case slices.Contains(s.DependsOn[:i], d):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -261,4 +262,27 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestOutpostRunnerAfterAuthCore: the service that runs the LDAP and
+// RADIUS outposts (examples/sso.nix: directory, which uses no auth
+// otherwise) is deployed after tf:auth-core, which makes the outposts'
+// tokens it is built with; selecting it alone brings in the auth provider.
+func TestOutpostRunnerAfterAuthCore(t *testing.T) {
+	fixtures.NeedNix(t)
+	g := fixtures.Load(t, filepath.Join(fixtures.Root(), "examples", "sso.nix"))
+	p, err := plan.New(g, plan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if step := find(t, p, "nix:service-config:directory"); !contains(step.Needs, "tf:auth-core") {
+		t.Errorf("nix:service-config:directory needs %v, want tf:auth-core among them", step.Needs)
+	}
+	p, err = plan.New(g, plan.Options{Services: []string{"directory"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(p.Services, "authentik") {
+		t.Errorf("selecting directory deploys %v, want the auth provider too", p.Services)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-version"
 )
 
 // TestAuthentikNamesAndSlugsAreUnique (issue #16, finding 1): Authentik
@@ -14,35 +16,125 @@ import (
 // application keeps the service's slug (it is the issuer's path); the
 // proxy application gets its own.
 func TestAuthentikNamesAndSlugsAreUnique(t *testing.T) {
+	for name, data := range authCores(t) {
+		var root struct {
+			Module map[string]map[string]any `json:"module"`
+		}
+		if err := json.Unmarshal(data, &root); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		names, slugs := map[string]string{}, map[string]string{}
+		for mod, args := range root.Module {
+			for key, seen := range map[string]map[string]string{"name": names, "slug": slugs} {
+				v, ok := args[key].(string)
+				if !ok {
+					continue
+				}
+				if other, dup := seen[v]; dup {
+					t.Errorf("%s: modules %s and %s share the %s %q", name, other, mod, key, v)
+				}
+				seen[v] = mod
+			}
+		}
+	}
+}
+
+// authCores returns every fixture's rendered terraform/auth-core/main.tf.json
+// by fixture name; none is a failure (the test would show nothing).
+func authCores(t *testing.T) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, fx := range renderAll(t) {
+		if data, ok := fx.tree["terraform/auth-core/main.tf.json"]; ok {
+			out[fx.name] = data
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no auth-core root rendered: the test shows nothing")
+	}
+	return out
+}
+
+// TestAuthentikVersionConstraint (finding 6): auth-core asks for the
+// provider versions it was written and tested against. What it uses
+// appeared late: invalidation flows in 2024.10.0, redirect URIs as objects
+// in 2024.10.2, outpost provider attachments in 2025.10.1, and reading
+// back redirect_uri_type (what makes a second plan empty) and permissions
+// through roles in 2026.5 — so older providers must be refused; and the
+// next minor release is not assumed compatible.
+func TestAuthentikVersionConstraint(t *testing.T) {
+	for name, data := range authCores(t) {
+		var root struct {
+			Terraform struct {
+				RequiredProviders map[string]struct {
+					Version string `json:"version"`
+				} `json:"required_providers"`
+			} `json:"terraform"`
+		}
+		if err := json.Unmarshal(data, &root); err != nil {
+			t.Fatal(err)
+		}
+		c, err := version.NewConstraint(root.Terraform.RequiredProviders["authentik"].Version)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for v, want := range map[string]bool{"2024.8.0": false, "2024.10.2": false, "2025.10.1": false, "2026.2.1": false,
+			"2026.5.0": true, "2026.5.3": true, "2026.8.0": false, "2027.1.0": false} {
+			if got := c.Check(version.Must(version.NewVersion(v))); got != want {
+				t.Errorf("%s: constraint %q accepts %s: %v, want %v", name, c, v, got, want)
+			}
+		}
+	}
+}
+
+// TestOneClientIDEverywhere (finding 8): a service that passes its
+// modules oidc_client_id gets that id in Authentik (auth-core) and in the
+// facts its system reads (hosts/<s>.json) — homelab.nix passed
+// "<s>-oidc" while auth-core and hosts used "<s>".
+func TestOneClientIDEverywhere(t *testing.T) {
 	checked := 0
 	for _, fx := range renderAll(t) {
-		for path, data := range fx.tree {
-			if !strings.HasSuffix(path, "terraform/auth-core/main.tf.json") {
+		m := fx.g.Manifest()
+		var root struct {
+			Module map[string]map[string]any `json:"module"`
+		}
+		if data, ok := fx.tree["terraform/auth-core/main.tf.json"]; ok {
+			if err := json.Unmarshal(data, &root); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, s := range m.Enabled() {
+			a := s.Interface.Auth
+			if a == nil || a.Type != "oidc" {
 				continue
 			}
-			var root struct {
-				Module map[string]map[string]any `json:"module"`
+			want := s.Name
+			if a.OIDC.ClientID != "" {
+				want = a.OIDC.ClientID
+			} else if tf := s.Interface.Terraform; tf != nil && tf.Variables["oidc_client_id"] != nil {
+				want = tf.Variables["oidc_client_id"].(string)
 			}
-			if err := json.Unmarshal(data, &root); err != nil {
-				t.Fatalf("%s %s: %v", fx.name, path, err)
+			if got := root.Module["oidc_"+strings.ReplaceAll(s.Name, "-", "_")]["client_id"]; got != want {
+				t.Errorf("%s: auth-core gives %s the client id %v, want %q", fx.name, s.Name, got, want)
 			}
-			names, slugs := map[string]string{}, map[string]string{}
-			for mod, args := range root.Module {
-				for key, seen := range map[string]map[string]string{"name": names, "slug": slugs} {
-					v, ok := args[key].(string)
-					if !ok {
-						continue
-					}
-					if other, dup := seen[v]; dup {
-						t.Errorf("%s: modules %s and %s share the %s %q", fx.name, other, mod, key, v)
-					}
-					seen[v] = mod
+			var host struct {
+				OIDC []struct {
+					Route    string `json:"route"`
+					ClientID string `json:"client_id"`
+				} `json:"oidc"`
+			}
+			if err := json.Unmarshal(fx.tree["hosts/"+s.Name+".json"], &host); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range host.OIDC {
+				if o.Route == "" && o.ClientID != want {
+					t.Errorf("%s: hosts/%s.json says client id %q, want %q", fx.name, s.Name, o.ClientID, want)
 				}
 			}
 			checked++
 		}
 	}
 	if checked == 0 {
-		t.Fatal("no auth-core root rendered: the test shows nothing")
+		t.Fatal("no OIDC client rendered")
 	}
 }

@@ -262,6 +262,9 @@ type oidcClient struct {
 // ClientID is the client id: the manifest's, or the service (and route)
 // name.
 func (o oidcClient) ClientID() string {
+	if o.route == "" {
+		return o.svc.OIDCClientID()
+	}
 	if id := o.auth.OIDC.ClientID; id != "" {
 		return id
 	}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nixmox/nixmox/internal/fixtures"
 	"github.com/nixmox/nixmox/internal/testenv"
 	"github.com/nixmox/nixmox/pkg/render"
 )
@@ -418,4 +419,156 @@ func terraform(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("terraform %s in %s: %v\n%s%s", strings.Join(args, " "), dir, err, out, msg)
 	}
 	return string(out)
+}
+
+// TestGeneratedRootsAreRelocatable (finding 8 of issue #16): the user's
+// modules are copied into the roots that call them — with the local
+// modules they call — so a generated tree still initialises and applies
+// after it is moved away from the manifest (the sources were relative to
+// the output directory before).
+func TestGeneratedRootsAreRelocatable(t *testing.T) {
+	need(t, "terraform")
+	fixtures.NeedNix(t)
+	src := t.TempDir()
+	writeFiles(t, src, map[string]string{
+		"m.nix": `{
+  network = { dns_server = "10.0.0.2"; gateway = "10.0.0.1"; network_cidr = "10.0.0.0/24"; };
+  core_services.dns = { ip = "10.0.0.2"; hostname = "dns.lab"; };
+  services.app = {
+    ip = "10.0.0.10"; hostname = "app.lab";
+    interface.terraform = { modules = [ "./tf/app" ]; variables = { greeting = "hi"; }; };
+  };
+}`,
+		"tf/app/main.tf": `variable "nixmox" { type = any }
+variable "greeting" { type = string }
+module "common" {
+  source = "../common"
+  text   = "${var.greeting} from ${var.nixmox.service}"
+}
+output "text" { value = module.common.text }`,
+		"tf/common/main.tf": `variable "text" { type = string }
+resource "terraform_data" "t" { input = var.text }
+output "text" { value = terraform_data.t.output }`,
+	})
+	first := filepath.Join(t.TempDir(), "generated")
+	renderManifest(t, filepath.Join(src, "m.nix"), first)
+	moved := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Rename(first, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(src); err != nil { // and the manifest's directory is gone too
+		t.Fatal(err)
+	}
+	root := filepath.Join(moved, "terraform", "services", "app")
+	terraform(t, root, "init", "-backend=false", "-input=false", "-no-color")
+	terraform(t, root, "apply", "-auto-approve", "-input=false", "-no-color")
+	var out struct {
+		Text struct{ Value string } `json:"text"`
+	}
+	if err := json.Unmarshal([]byte(terraform(t, root, "output", "-json")), &out); err != nil || out.Text.Value != "hi from app" {
+		t.Errorf("output text = %q, %v", out.Text.Value, err)
+	}
+}
+
+// TestSharedRootsReexportOutputs (finding 8): tf:infra and tf:auth-core
+// re-export the outputs of the modules they call, as the service roots
+// do, under <service>_<output>; tf:infra's reach the core service they
+// came from (it is deployed after tf:infra), the auth provider's are only
+// re-exported (its system is built before tf:auth-core).
+func TestSharedRootsReexportOutputs(t *testing.T) {
+	need(t, "terraform")
+	fixtures.NeedNix(t)
+	src := t.TempDir()
+	writeFiles(t, src, map[string]string{
+		"m.nix": `{
+  network = { dns_server = "10.0.0.2"; gateway = "10.0.0.1"; network_cidr = "10.0.0.0/24"; };
+  core_services.dns = { ip = "10.0.0.2"; hostname = "dns.lab"; interface.terraform.modules = [ "./tf/zone" ]; };
+  core_services.authentik = { ip = "10.0.0.3"; hostname = "authentik.lab"; interface.terraform.modules = [ "./tf/brand" ]; };
+  core_services.caddy = { ip = "10.0.0.4"; hostname = "caddy.lab"; };
+  services.app = {
+    ip = "10.0.0.10"; hostname = "app.lab";
+    interface.auth = { type = "oidc"; oidc.redirect_uris = [ "https://app.lab/cb" ]; };
+  };
+}`,
+		"tf/zone/main.tf": `variable "nixmox" { type = any }
+resource "terraform_data" "z" { input = "zone of ${var.nixmox.service}" }
+output "zone" { value = terraform_data.z.output }
+output "key" {
+  value     = "tsig-${terraform_data.z.id}"
+  sensitive = true
+}`,
+		"tf/brand/main.tf": `variable "nixmox" { type = any }
+output "title" { value = "Sign in" }`,
+	})
+	dir := filepath.Join(t.TempDir(), "out")
+	tree := renderManifest(t, filepath.Join(src, "m.nix"), dir)
+	infra := filepath.Join(dir, "terraform", "infra")
+	terraform(t, infra, "init", "-backend=false", "-input=false", "-no-color")
+	terraform(t, infra, "apply", "-auto-approve", "-input=false", "-no-color")
+	var outs map[string]struct {
+		Value     string `json:"value"`
+		Sensitive bool   `json:"sensitive"`
+	}
+	if err := json.Unmarshal([]byte(terraform(t, infra, "output", "-json")), &outs); err != nil {
+		t.Fatal(err)
+	}
+	if outs["dns_zone"].Value != "zone of dns" || !outs["dns_key"].Sensitive || !strings.HasPrefix(outs["dns_key"].Value, "tsig-") {
+		t.Errorf("tf:infra outputs %+v: want dns_zone and a sensitive dns_key", outs)
+	}
+	var routes map[string][]render.OutputRoute
+	if err := json.Unmarshal(tree["terraform/infra/"+render.OutputRoutesFile], &routes); err != nil {
+		t.Fatal(err)
+	}
+	if r := routes["dns_zone"]; len(r) != 1 || r[0] != (render.OutputRoute{Service: "dns", As: "zone"}) {
+		t.Errorf("dns_zone goes to %v, want dns as zone", r)
+	}
+	var authCore struct {
+		Output map[string]struct {
+			Value string `json:"value"`
+		} `json:"output"`
+	}
+	if err := json.Unmarshal(tree["terraform/auth-core/main.tf.json"], &authCore); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := authCore.Output["authentik_title"]; !ok || !strings.Contains(o.Value, ".title}") {
+		t.Errorf("auth-core does not re-export the auth provider's module output title: %v", authCore.Output)
+	}
+	if strings.Contains(string(tree["terraform/auth-core/"+render.OutputRoutesFile]), `"service": "authentik"`) {
+		t.Error("an auth-core output is routed to the auth provider, whose system is built before tf:auth-core")
+	}
+}
+
+// renderManifest renders the manifest in file, as `generate -o dir` would,
+// and writes the tree there.
+func renderManifest(t *testing.T, file, dir string) render.Tree {
+	t.Helper()
+	g := fixtures.Load(t, file)
+	tree, err := render.Render(g, render.Options{ManifestDir: filepath.Dir(file), OutDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := render.Write(dir, tree); err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestEmbeddedModulesAreFormatted: terraform/modules (copied into every
+// auth-core root) is as `terraform fmt` writes it.
+func TestEmbeddedModulesAreFormatted(t *testing.T) {
+	need(t, "terraform")
+	terraform(t, fixtures.Root(), "fmt", "-check", "-recursive", "-diff", "terraform/modules")
 }

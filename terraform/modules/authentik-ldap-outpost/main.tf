@@ -1,4 +1,7 @@
-# Authentik's LDAP provider, its application and an LDAP outpost.
+# Authentik's LDAP provider, its application, an LDAP outpost run by a
+# nixmox service (no service connection: Authentik does not deploy it), an
+# API token for that outpost, and a bind account allowed to search the
+# directory.
 
 terraform {
   required_providers {
@@ -20,6 +23,12 @@ variable "bind_flow" {
 variable "unbind_flow" {
   type    = string
   default = "default-invalidation-flow"
+}
+
+variable "bind_username" {
+  description = "Username of the service account applications bind as."
+  type        = string
+  default     = "nixmox-ldap-bind"
 }
 
 data "authentik_flow" "bind" {
@@ -47,4 +56,60 @@ resource "authentik_outpost" "this" {
   name               = "nixmox-ldap"
   type               = "ldap"
   protocol_providers = [authentik_provider_ldap.this.id]
+}
+
+module "token" {
+  source     = "../authentik-outpost-token"
+  outpost_id = authentik_outpost.this.id
+  identifier = "nixmox-ldap-outpost"
+}
+
+# The bind account: a service account whose only permission is searching
+# this provider's directory (granted through a role: since 2026.5 Authentik
+# grants permissions to roles, not to users).
+resource "authentik_rbac_role" "bind" {
+  name = "nixmox-ldap-search"
+}
+
+resource "authentik_rbac_permission_role" "search" {
+  role       = authentik_rbac_role.bind.id
+  model      = "authentik_providers_ldap.ldapprovider"
+  permission = "authentik_providers_ldap.search_full_directory"
+  object_id  = authentik_provider_ldap.this.id
+}
+
+resource "authentik_user" "bind" {
+  username = var.bind_username
+  name     = "nixmox LDAP bind account"
+  type     = "service_account"
+  path     = "nixmox"
+  roles    = [authentik_rbac_role.bind.id]
+}
+
+# Its password is an app password Authentik generates.
+resource "authentik_token" "bind" {
+  identifier   = "nixmox-ldap-bind"
+  user         = authentik_user.bind.id
+  intent       = "app_password"
+  expiring     = false
+  retrieve_key = true
+  description  = "nixmox: the LDAP bind account's password"
+}
+
+output "outpost_id" {
+  value = authentik_outpost.this.id
+}
+
+output "outpost_token" {
+  value     = module.token.key
+  sensitive = true
+}
+
+output "bind_dn" {
+  value = "cn=${authentik_user.bind.username},ou=users,${var.base_dn}"
+}
+
+output "bind_password" {
+  value     = authentik_token.bind.key
+  sensitive = true
 }

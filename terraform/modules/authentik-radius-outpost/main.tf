@@ -1,4 +1,5 @@
-# Authentik's RADIUS provider, its application and a RADIUS outpost.
+# Authentik's RADIUS provider, its application, a RADIUS outpost run by a nixmox
+# service (no service connection: Authentik does not deploy it) and its token.
 
 terraform {
   required_providers {
@@ -20,8 +21,9 @@ variable "shared_secret" {
 }
 
 variable "authorization_flow" {
-  type    = string
-  default = "default-provider-authorization-implicit-consent"
+  description = "The flow the RADIUS outpost logs users in with (its bind flow): an authentication flow, not a consent flow."
+  type        = string
+  default     = "default-authentication-flow"
 }
 
 variable "invalidation_flow" {
@@ -55,4 +57,19 @@ resource "authentik_outpost" "this" {
   name               = "nixmox-radius"
   type               = "radius"
   protocol_providers = [authentik_provider_radius.this.id]
+}
+
+module "token" {
+  source     = "../authentik-outpost-token"
+  outpost_id = authentik_outpost.this.id
+  identifier = "nixmox-radius-outpost"
+}
+
+output "outpost_id" {
+  value = authentik_outpost.this.id
+}
+
+output "outpost_token" {
+  value     = module.token.key
+  sensitive = true
 }
