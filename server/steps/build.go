@@ -188,6 +188,26 @@ func (b *Build) hashClosure(ctx context.Context, h hash.Hash, j *Job, svc *manif
 func (b *Build) closureArgs(j *Job, svc *manifest.Service) (args string, secrets map[string][]byte, err error) {
 	outputs := map[string]json.RawMessage{}
 	secrets = map[string][]byte{}
+	take := func(root string, o store.Output, as string) error {
+		if !o.Sensitive {
+			outputs[as] = o.Value
+			return nil
+		}
+		if b.Secrets == nil {
+			return nil
+		}
+		raw, err := b.Secrets.Open(root+"/"+o.Name, o.Sealed)
+		if err != nil {
+			return err
+		}
+		// A string output is delivered as its text, anything else as JSON.
+		var text string
+		if json.Unmarshal(raw, &text) == nil {
+			raw = []byte(text)
+		}
+		secrets[as] = raw
+		return nil
+	}
 	if !svc.Core {
 		root := "terraform/services/" + svc.Name
 		stored, err := b.Store.RootOutputs(root)
@@ -195,23 +215,34 @@ func (b *Build) closureArgs(j *Job, svc *manifest.Service) (args string, secrets
 			return "", nil, err
 		}
 		for _, o := range stored.Outputs {
-			if !o.Sensitive {
-				outputs[o.Name] = o.Value
-				continue
-			}
-			if b.Secrets == nil {
-				continue
-			}
-			raw, err := b.Secrets.Open(root+"/"+o.Name, o.Sealed)
-			if err != nil {
+			if err := take(root, o, o.Name); err != nil {
 				return "", nil, err
 			}
-			// A string output is delivered as its text, anything else as JSON.
-			var text string
-			if json.Unmarshal(raw, &text) == nil {
-				raw = []byte(text)
+		}
+	}
+	// The shared roots' outputs routed to this service (an OIDC client's
+	// secret, an outpost's token, a core service's tf:infra outputs).
+	for _, root := range []string{"terraform/infra", "terraform/auth-core"} {
+		routes, err := j.outputRoutes(root)
+		if err != nil {
+			return "", nil, err
+		}
+		if len(routes) == 0 {
+			continue
+		}
+		stored, err := b.Store.RootOutputs(root)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, o := range stored.Outputs {
+			for _, rt := range routes[o.Name] {
+				if rt.Service != svc.Name {
+					continue
+				}
+				if err := take(root, o, rt.As); err != nil {
+					return "", nil, err
+				}
 			}
-			secrets[o.Name] = raw
 		}
 	}
 	data, err := json.Marshal(map[string]any{

@@ -11,6 +11,7 @@ import (
 	nixmoxv1 "github.com/nixmox/nixmox/pkg/api/nixmox/v1"
 	"github.com/nixmox/nixmox/pkg/nix"
 	"github.com/nixmox/nixmox/pkg/plan"
+	"github.com/nixmox/nixmox/pkg/render"
 	"github.com/nixmox/nixmox/server/agents"
 	"github.com/nixmox/nixmox/server/seal"
 	"github.com/nixmox/nixmox/server/store"
@@ -168,5 +169,46 @@ func TestDeployFingerprintFollowsTheClosure(t *testing.T) {
 	src = strings.Replace(echoClosure, "nixmox-steps-test", "nixmox-steps-test-2", 1)
 	if fp() == secretTwo {
 		t.Error("a changed closure did not change the fingerprint")
+	}
+}
+
+// TestSharedRootOutputsReachTheirService: an output of tf:auth-core that
+// the rendered routes give to a service (an OIDC client secret, an
+// outpost's token) reaches that service's agent as a secret under the
+// routed name, and no other service's.
+func TestSharedRootOutputsReachTheirService(t *testing.T) {
+	st := newStore(t)
+	key, err := seal.LoadOrCreate(filepath.Join(t.TempDir(), "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := key.Seal("terraform/auth-core/ldap_outpost_token", []byte(`"tok-value-9f3"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutOutputs(store.Outputs{Root: "terraform/auth-core", Outputs: []store.Output{
+		{Name: "ldap_outpost_token", Sensitive: true, Sealed: sealed},
+		{Name: "ldap_bind_dn", Value: []byte(`"cn=bind,ou=users,dc=lab"`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	j := buildJob(t)
+	j.Tree = render.Tree{"terraform/auth-core/" + render.OutputRoutesFile: []byte(`{
+  "ldap_outpost_token": [{"service": "web", "as": "authentik-ldap-outpost-token"}],
+  "ldap_bind_dn": [{"service": "web", "as": "ldap_bind_dn"}, {"service": "other", "as": "ldap_bind_dn"}]
+}`)}
+	b := &Build{Store: st, Secrets: key}
+	args, secrets, err := b.closureArgs(j, j.M.Service("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(secrets["authentik-ldap-outpost-token"]) != "tok-value-9f3" || len(secrets) != 1 {
+		t.Errorf("secrets %q, want the outpost's token under its routed name only", secrets)
+	}
+	if !strings.Contains(args, `"ldap_bind_dn":"cn=bind,ou=users,dc=lab"`) || strings.Contains(args, "tok-value-9f3") {
+		t.Errorf("the closure's argument %s: want the bind DN as an output and no secret's value", args)
+	}
+	j.Tree["terraform/auth-core/"+render.OutputRoutesFile] = []byte(`{"ldap_outpost_token": [{"service": "other", "as": "t"}]}`)
+	if _, secrets, err := b.closureArgs(j, j.M.Service("web")); err != nil || len(secrets) != 0 {
+		t.Errorf("a token routed to another service reached web: %q, %v", secrets, err)
 	}
 }

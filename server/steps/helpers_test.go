@@ -92,11 +92,13 @@ func (f *fakeProvider) Destroy(context.Context, io.Writer) error { return nil }
 // fakeApplier stands in for Terraform: it records the roots it applied
 // and returns the outputs the test gives it.
 type fakeApplier struct {
-	dirs    []string
-	outputs []terraform.Output
+	dirs        []string
+	parallelism []int
+	outputs     []terraform.Output
 }
 
-func (f *fakeApplier) Apply(_ context.Context, dir, workspace string, _ io.Writer) (terraform.Result, error) {
+func (f *fakeApplier) Apply(_ context.Context, dir, workspace string, parallelism int, _ io.Writer) (terraform.Result, error) {
 	f.dirs = append(f.dirs, dir+"@"+workspace)
+	f.parallelism = append(f.parallelism, parallelism)
 	return terraform.Result{Outputs: f.outputs}, nil
 }

@@ -166,6 +166,20 @@ func tfRoot(s plan.Step) string {
 
 // rootFiles is a root's files from the rendered tree, by path relative to
 // the root, without those of roots nested in it.
+// outputRoutes reads which of a shared root's outputs go to which service
+// (render.OutputRoutesFile in the rendered tree); none without a tree.
+func (j *Job) outputRoutes(root string) (map[string][]render.OutputRoute, error) {
+	data, ok := j.Tree[root+"/"+render.OutputRoutesFile]
+	if !ok {
+		return nil, nil
+	}
+	var routes map[string][]render.OutputRoute
+	if err := json.Unmarshal(data, &routes); err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", root, render.OutputRoutesFile, err)
+	}
+	return routes, nil
+}
+
 func (j *Job) rootFiles(root string) map[string][]byte {
 	files := map[string][]byte{}
 	for p, data := range j.Tree {

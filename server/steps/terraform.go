@@ -20,7 +20,7 @@ import (
 
 // Applier applies a Terraform root: terraform.Runner, or a fake.
 type Applier interface {
-	Apply(ctx context.Context, dir, workspace string, log io.Writer) (terraform.Result, error)
+	Apply(ctx context.Context, dir, workspace string, parallelism int, log io.Writer) (terraform.Result, error)
 }
 
 // Terraform runs the generated Terraform roots (tf:auth-core,
@@ -69,7 +69,17 @@ func (t *Terraform) Run(ctx context.Context, j *Job, s plan.Step) error {
 	}
 	log, done := j.StepLog(s.ID)
 	defer done()
-	res, err := t.Applier.Apply(ctx, work, terraform.Workspace(s.ID), log)
+	// tf:auth-core runs one operation at a time: attaching a provider to
+	// Authentik's embedded outpost reads the outpost's provider list and
+	// writes it back whole, so an attachment made while another is
+	// destroyed (a renamed route) would lose it or write back a deleted
+	// provider. The generated root chains its attachments for creation;
+	// only serial operation also orders them against destruction.
+	parallelism := 0
+	if s.Phase == plan.TFAuthCore {
+		parallelism = 1
+	}
+	res, err := t.Applier.Apply(ctx, work, terraform.Workspace(s.ID), parallelism, log)
 	if err != nil {
 		return fmt.Errorf("terraform (%s): %w", root, err)
 	}

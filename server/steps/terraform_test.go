@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,6 +88,25 @@ func TestTerraformRecordsOutputsSealingSensitiveOnes(t *testing.T) {
 	// And one without Terraform says so.
 	if err := (&Terraform{Store: st}).Run(testCtx(t), j, s); !errors.Is(err, ErrNoTerraform) {
 		t.Errorf("without Terraform: %v", err)
+	}
+}
+
+// TestAuthCoreAppliesOneOperationAtATime: tf:auth-core runs Terraform
+// with -parallelism=1 (outpost provider attachments read and write the
+// outpost's whole provider list; pkg/render's
+// TestEmbeddedOutpostIsAttachedToNotOwned shows the race against the fake
+// Authentik), other roots with Terraform's default.
+func TestAuthCoreAppliesOneOperationAtATime(t *testing.T) {
+	j, _ := tfJob(t)
+	tf := &fakeApplier{}
+	r := &Terraform{Store: newStore(t), Applier: tf, WorkDir: t.TempDir()}
+	for _, s := range []plan.Step{step(plan.TFAuthCore, ""), step(plan.TFServiceInfra, "web")} {
+		if err := r.Run(testCtx(t), j, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(tf.parallelism, []int{1, 0}) {
+		t.Errorf("applied with parallelism %v, want tf:auth-core 1 and tf:service-infra:web Terraform's default", tf.parallelism)
 	}
 }
 

@@ -104,7 +104,9 @@ const initMarker = ".terraform/nixmox-init"
 // Apply brings the root in dir to its configuration in workspace and
 // returns its outputs. Terraform's output goes to log (sensitive values are
 // redacted by Terraform itself); its error text is returned as is.
-func (r *Runner) Apply(ctx context.Context, dir, workspace string, log io.Writer) (Result, error) {
+// parallelism > 0 limits how many operations Terraform runs at once (1:
+// one at a time); 0 leaves Terraform's default.
+func (r *Runner) Apply(ctx context.Context, dir, workspace string, parallelism int, log io.Writer) (Result, error) {
 	path, err := r.binary()
 	if err != nil {
 		return Result{}, err
@@ -154,7 +156,11 @@ func (r *Runner) Apply(ctx context.Context, dir, workspace string, log io.Writer
 		return Result{}, err
 	}
 	if changed {
-		if err := tf.Apply(ctx, tfexec.DirOrPlan(planFile)); err != nil {
+		opts := []tfexec.ApplyOption{tfexec.DirOrPlan(planFile)}
+		if parallelism > 0 {
+			opts = append(opts, tfexec.Parallelism(parallelism))
+		}
+		if err := tf.Apply(ctx, opts...); err != nil {
 			return Result{}, err
 		}
 	}

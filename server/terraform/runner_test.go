@@ -55,7 +55,7 @@ func TestApplyPlansAppliesAndReadsOutputs(t *testing.T) {
 	r := &Runner{PluginCacheDir: filepath.Join(t.TempDir(), "plugins")}
 	ctx := context.Background()
 	var log bytes.Buffer
-	res, err := r.Apply(ctx, dir, Workspace("tf:service-infra:web"), &log)
+	res, err := r.Apply(ctx, dir, Workspace("tf:service-infra:web"), 0, &log)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -101,7 +101,7 @@ func TestApplyPlansAppliesAndReadsOutputs(t *testing.T) {
 	}
 
 	log.Reset()
-	res, err = r.Apply(ctx, dir, Workspace("tf:service-infra:web"), &log)
+	res, err = r.Apply(ctx, dir, Workspace("tf:service-infra:web"), 0, &log)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -116,7 +116,7 @@ func TestApplyPlansAppliesAndReadsOutputs(t *testing.T) {
 	if err := Sync(dir, map[string][]byte{"main.tf": []byte(changed)}); err != nil {
 		t.Fatal(err)
 	}
-	res, err = r.Apply(ctx, dir, Workspace("tf:service-infra:web"), nil)
+	res, err = r.Apply(ctx, dir, Workspace("tf:service-infra:web"), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestApplyReturnsTerraformsError(t *testing.T) {
 	if err := Sync(dir, map[string][]byte{"main.tf": []byte(`resource "terraform_data" "x" { input = var.missing }`)}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := (&Runner{}).Apply(context.Background(), dir, "", nil)
+	_, err := (&Runner{}).Apply(context.Background(), dir, "", 0, nil)
 	if err == nil || !strings.Contains(err.Error(), "Reference to undeclared input variable") {
 		t.Fatalf("err = %v, want Terraform's diagnostic", err)
 	}
