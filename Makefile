@@ -14,7 +14,8 @@ TEST_DEPS := nix-instantiate=nix-bin caddy=caddy unbound=unbound unbound-checkco
 	dig=dnsutils shellcheck=shellcheck timeout=coreutils \
 	/usr/lib/postgresql/15/bin/initdb=postgresql-15 psql=postgresql-client-15 \
 	nginx=nginx-light prometheus=prometheus promtool=prometheus \
-	ip=iproute2 curl=curl setpriv=util-linux setsid=util-linux chromium=chromium systemd-analyze=systemd
+	ip=iproute2 curl=curl setpriv=util-linux setsid=util-linux chromium=chromium systemd-analyze=systemd \
+	xz=xz-utils
 
 # Code generation tools, pinned; installed into $(GOBIN) by `make deps`.
 BUF_VERSION                := v1.50.0
