@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/terraform-config-inspect/tfconfig"
 	"github.com/hashicorp/terraform-exec/tfexec"
 )
 
@@ -151,7 +152,16 @@ func (r *Runner) Apply(ctx context.Context, dir, workspace string, parallelism i
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return Result{}, err
 	}
-	changed, err := tf.Plan(ctx, tfexec.Out(planFile))
+	planOpts := []tfexec.PlanOption{tfexec.Out(planFile)}
+	varFile, err := writeVarFile(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	if varFile != "" {
+		defer os.Remove(varFile)
+		planOpts = append(planOpts, tfexec.VarFile(varFile))
+	}
+	changed, err := tf.Plan(ctx, planOpts...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -176,6 +186,51 @@ func (r *Runner) Apply(ctx context.Context, dir, workspace string, parallelism i
 	}
 	sort.Slice(res.Outputs, func(i, j int) bool { return res.Outputs[i].Name < res.Outputs[j].Name })
 	return res, nil
+}
+
+// writeVarFile writes the values the server's environment gives the root's
+// variables (TF_VAR_<name>, as Terraform itself would read them) into an
+// owner-only var file under the root's .terraform, and returns its path (""
+// when there are none). terraform-exec refuses TF_VAR_ variables in the
+// environment it passes on, and -var would show the values — an Authentik
+// token, a RADIUS secret — in the process list; a file does neither. A
+// value is read as Terraform reads one from the environment: as HCL for a
+// variable of a complex type, so only variables of a primitive type (or
+// none given) are passed, as strings Terraform converts.
+func writeVarFile(dir string) (string, error) {
+	mod, diags := tfconfig.LoadModule(dir)
+	if diags.HasErrors() {
+		return "", diags.Err()
+	}
+	vars := map[string]string{}
+	for name, v := range mod.Variables {
+		val, ok := os.LookupEnv("TF_VAR_" + name)
+		if !ok {
+			continue
+		}
+		if !slices.Contains([]string{"", "string", "number", "bool"}, v.Type) {
+			return "", fmt.Errorf("TF_VAR_%s: variable %q is of type %s; nixmox passes only string, number and bool variables from its environment", name, name, v.Type)
+		}
+		vars[name] = val
+	}
+	if len(vars) == 0 {
+		return "", nil
+	}
+	data, err := json.Marshal(vars)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, ".terraform", "nixmox-env.tfvars.json")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", err
+	}
+	return path, f.Close()
 }
 
 // ownerOnly makes the Terraform state and plan files under dir 0600.

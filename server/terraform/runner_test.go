@@ -153,3 +153,38 @@ func TestWorkspaceName(t *testing.T) {
 		t.Errorf("Workspace = %q", got)
 	}
 }
+
+// TestServerEnvironmentReachesVariables: a root's variables take the
+// server's TF_VAR_<name> (how tf:auth-core gets the Authentik URL and
+// token), through an owner-only var file that is gone after the run —
+// terraform-exec refuses TF_VAR_ in the environment it passes, and -var
+// would show the value in the process list.
+func TestServerEnvironmentReachesVariables(t *testing.T) {
+	needTerraform(t)
+	dir := t.TempDir()
+	if err := Sync(dir, map[string][]byte{"main.tf": []byte(root)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TF_VAR_title", "from-the-environment")
+	t.Setenv("TF_VAR_undeclared", "ignored")
+	var log bytes.Buffer
+	res, err := (&Runner{}).Apply(context.Background(), dir, Workspace("tf:auth-core"), 1, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	var title string
+	for _, o := range res.Outputs {
+		if o.Name == "title" {
+			_ = json.Unmarshal(o.Value, &title)
+		}
+	}
+	if title != "from-the-environment" {
+		t.Errorf("output title = %q, want the value of TF_VAR_title", title)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".terraform", "nixmox-env.tfvars.json")); !os.IsNotExist(err) {
+		t.Errorf("the var file outlived the run: %v", err)
+	}
+	if strings.Contains(log.String(), "undeclared") {
+		t.Errorf("a variable the root does not declare was passed:\n%s", log.String())
+	}
+}
