@@ -121,15 +121,26 @@ func renderJSON(t *testing.T, m string) render.Tree {
 	return tree
 }
 
-// freePort returns a loopback UDP+TCP port that is free now.
+// freePort returns a loopback port that is free now for both UDP and TCP
+// (Unbound binds both; a port free for UDP only made it exit at start
+// while other tests' servers held TCP ports).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no loopback port is free for both UDP and TCP")
+	return 0
 }
 
 // TestUnboundAnswers runs a real Unbound on a loopback port with the
@@ -170,17 +181,19 @@ include: %q
 			t.Cleanup(func() { cancel(); _ = cmd.Wait() })
 			// Unbound says "start of service" once it answers.
 			started := make(chan bool, 1)
+			var said strings.Builder
 			go func() {
 				sc := bufio.NewScanner(stderr)
 				for sc.Scan() {
 					if strings.Contains(sc.Text(), "start of service") {
 						started <- true
 					}
+					said.WriteString(sc.Text() + "\n")
 				}
 				close(started)
 			}()
 			if !<-started {
-				t.Fatal("unbound exited before it started serving")
+				t.Fatalf("unbound exited before it started serving:\n%s", said.String())
 			}
 			m := fx.g.Manifest()
 			proxy := m.Service(m.Network.ReverseProxy)
