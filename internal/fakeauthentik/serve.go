@@ -262,11 +262,8 @@ func (s *Server) item(kind, key, method string, body []byte) (int, any, any, err
 			v, err := s.putOutpost(o, body, method == http.MethodPatch)
 			return 200, &api.Outpost{}, v, err
 		case http.MethodDelete:
-			if o["managed"] == embeddedManaged {
-				// Authentik recreates it at once; deleting it is never what
-				// nixmox means to do, so the fake refuses it loudly.
-				return 0, nil, nil, &apiError{http.StatusBadRequest, obj{"detail": "fakeauthentik: the embedded outpost was deleted"}}
-			}
+			// Authentik deletes even the embedded outpost (and makes a new
+			// one, with a new uuid and no providers, when it next starts).
 			delete(s.outposts, key)
 			return 204, nil, nil, nil
 		}

@@ -229,6 +229,7 @@ func renderVariant(t *testing.T, replace ...string) render.Tree {
 // "address action,action".
 func (a *authCoreRun) planChanges() []string {
 	a.t.Helper()
+	a.must("init", "-plugin-dir="+a.plugins, "-input=false", "-no-color")
 	a.must("plan", "-out=tfplan", "-input=false", "-no-color")
 	var plan struct {
 		ResourceChanges []struct {
@@ -402,5 +403,43 @@ func TestUnknownScopeFailsNamingIt(t *testing.T) {
 	out, code := a.tf("plan", "-input=false", "-no-color")
 	if code == 0 || !strings.Contains(out, `scope["calendar"]`) || !strings.Contains(out, "No matching mappings found") {
 		t.Errorf("plan with an unknown scope exited %d:\n%s\nwant an error naming scope[\"calendar\"]", code, out)
+	}
+}
+
+// TestUpgradeKeepsTheEmbeddedOutpost: auth-core once imported Authentik's
+// embedded outpost as authentik_outpost.embedded and owned it. A root of
+// today applied over that state forgets it (a removed block) instead of
+// destroying Authentik's outpost, and attaches its providers to it.
+func TestUpgradeKeepsTheEmbeddedOutpost(t *testing.T) {
+	plugins := authentikPlugins(t)
+	fake := fakeauthentik.New(fakeToken)
+	defer fake.Close()
+	a := newAuthCoreRun(t, plugins, fake)
+	// The old root's embedded outpost, imported, owning its provider list.
+	a.write(render.Tree{"terraform/auth-core/main.tf.json": []byte(`{
+  "terraform": {"required_providers": {"authentik": {"source": "goauthentik/authentik", "version": ">= 2024.8.0"}}},
+  "provider": {"authentik": {"url": "${var.authentik_url}", "token": "${var.authentik_token}"}},
+  "variable": {"authentik_url": {"type": "string"}, "authentik_token": {"type": "string", "sensitive": true}},
+  "data": {"authentik_outpost": {"e": {"name": "authentik Embedded Outpost"}}},
+  "resource": {"authentik_outpost": {"embedded": {"name": "authentik Embedded Outpost", "type": "proxy", "protocol_providers": []}}},
+  "import": [{"to": "authentik_outpost.embedded", "id": "${data.authentik_outpost.e.id}"}]
+}`)})
+	a.applyAndConverge()
+
+	a.write(renderVariant(t))
+	forgets := 0
+	for _, c := range a.planChanges() {
+		if c == "authentik_outpost.embedded forget" {
+			forgets++
+		} else if strings.HasPrefix(c, "authentik_outpost.") {
+			t.Errorf("the upgraded root plans %s", c)
+		}
+	}
+	if forgets != 1 {
+		t.Error("the upgraded root does not forget authentik_outpost.embedded")
+	}
+	a.applyAndConverge()
+	if fake.Object("outpost", fakeauthentik.EmbeddedOutpost) == nil || len(fake.EmbeddedProviders()) != 4 {
+		t.Errorf("after the upgrade the embedded outpost serves %q, want the four proxy providers", fake.EmbeddedProviders())
 	}
 }

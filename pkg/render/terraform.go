@@ -606,6 +606,10 @@ func (r *renderer) authCore(providers []*manifest.Service) error {
 	if len(modules) == 0 {
 		return nil
 	}
+	// Before 2026.5 support, auth-core imported the embedded outpost as
+	// authentik_outpost.embedded and owned it: a root over such a state
+	// forgets it instead of destroying Authentik's outpost.
+	root["removed"] = []any{map[string]any{"from": "authentik_outpost.embedded", "lifecycle": map[string]any{"destroy": false}}}
 	root["module"] = modules
 	if len(data) > 0 {
 		root["data"] = data
