@@ -138,3 +138,36 @@ func TestOneClientIDEverywhere(t *testing.T) {
 		t.Fatal("no OIDC client rendered")
 	}
 }
+
+// TestNoEmptyTopLevelBlocks: Terraform's JSON syntax rejects an empty
+// top-level block such as "variable": {} — no generated root has one.
+func TestNoEmptyTopLevelBlocks(t *testing.T) {
+	roots := 0
+	for _, fx := range renderAll(t) {
+		for p, data := range fx.tree {
+			if !strings.HasSuffix(p, ".tf.json") {
+				continue
+			}
+			var doc map[string]any
+			if err := json.Unmarshal(data, &doc); err != nil {
+				t.Fatalf("%s %s: %v", fx.name, p, err)
+			}
+			for k, v := range doc {
+				switch v := v.(type) {
+				case map[string]any:
+					if len(v) == 0 {
+						t.Errorf("%s: %s has an empty %q", fx.name, p, k)
+					}
+				case []any:
+					if len(v) == 0 {
+						t.Errorf("%s: %s has an empty %q", fx.name, p, k)
+					}
+				}
+			}
+			roots++
+		}
+	}
+	if roots == 0 {
+		t.Fatal("no *.tf.json rendered")
+	}
+}
