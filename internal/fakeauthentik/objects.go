@@ -62,14 +62,14 @@ func (s *Server) flowExists(pk any) bool {
 // Providers.
 
 var providerMeta = map[string]struct {
-	model      any // the request model
-	component  string
-	verbose    string
-	modelName  string
-	defaults   func() obj
-	outpostFor string
+	request   func() any // a new request model
+	response  func() any // a new response model
+	component string
+	verbose   string
+	modelName string
+	defaults  func() obj
 }{
-	"oauth2": {&api.OAuth2ProviderRequest{}, "ak-provider-oauth2-form", "OAuth2/OpenID Provider", "authentik_providers_oauth2.oauth2provider",
+	"oauth2": {func() any { return &api.OAuth2ProviderRequest{} }, func() any { return &api.OAuth2Provider{} }, "ak-provider-oauth2-form", "OAuth2/OpenID Provider", "authentik_providers_oauth2.oauth2provider",
 		func() obj {
 			return obj{"client_type": "confidential", "client_id": randomHex(20), "client_secret": randomHex(64),
 				"grant_types": []string{"authorization_code", "refresh_token"}, "access_code_validity": "minutes=1",
@@ -77,34 +77,27 @@ var providerMeta = map[string]struct {
 				"include_claims_in_id_token": true, "signing_key": nil, "encryption_key": nil, "logout_uri": "",
 				"logout_method": "backchannel", "sub_mode": "hashed_user_id", "issuer_mode": "per_provider",
 				"jwt_federation_sources": []string{}, "jwt_federation_providers": []int32{}}
-		}, ""},
-	"proxy": {&api.ProxyProviderRequest{}, "ak-provider-proxy-form", "Proxy Provider", "authentik_providers_proxy.proxyprovider",
+		}},
+	"proxy": {func() any { return &api.ProxyProviderRequest{} }, func() any { return &api.ProxyProvider{} }, "ak-provider-proxy-form", "Proxy Provider", "authentik_providers_proxy.proxyprovider",
 		func() obj {
 			return obj{"client_id": randomHex(20), "internal_host": "", "internal_host_ssl_validation": true, "certificate": nil,
 				"skip_path_regex": "", "basic_auth_enabled": false, "basic_auth_password_attribute": "", "basic_auth_user_attribute": "",
 				"mode": "proxy", "intercept_header_auth": true, "cookie_domain": "", "jwt_federation_sources": []string{},
 				"jwt_federation_providers": []int32{}, "access_token_validity": "minutes=10", "refresh_token_validity": "days=30"}
-		}, "proxy"},
-	"ldap": {&api.LDAPProviderRequest{}, "ak-provider-ldap-form", "LDAP Provider", "authentik_providers_ldap.ldapprovider",
+		}},
+	"ldap": {func() any { return &api.LDAPProviderRequest{} }, func() any { return &api.LDAPProvider{} }, "ak-provider-ldap-form", "LDAP Provider", "authentik_providers_ldap.ldapprovider",
 		func() obj {
 			return obj{"base_dn": "DC=ldap,DC=goauthentik,DC=io", "certificate": nil, "tls_server_name": "", "uid_start_number": 2000,
 				"gid_start_number": 4000, "search_mode": "direct", "bind_mode": "direct", "mfa_support": true}
-		}, "ldap"},
-	"radius": {&api.RadiusProviderRequest{}, "ak-provider-radius-form", "Radius Provider", "authentik_providers_radius.radiusprovider",
+		}},
+	"radius": {func() any { return &api.RadiusProviderRequest{} }, func() any { return &api.RadiusProvider{} }, "ak-provider-radius-form", "Radius Provider", "authentik_providers_radius.radiusprovider",
 		func() obj {
 			return obj{"client_networks": "0.0.0.0/0, ::/0", "shared_secret": randomHex(20), "mfa_support": true, "certificate": nil}
-		}, "radius"},
-}
-
-var providerModels = map[string]func() any{
-	"oauth2": func() any { return &api.OAuth2Provider{} },
-	"proxy":  func() any { return &api.ProxyProvider{} },
-	"ldap":   func() any { return &api.LDAPProvider{} },
-	"radius": func() any { return &api.RadiusProvider{} },
+		}},
 }
 
 func (s *Server) providerRoute(kind, id, method string, body []byte) (int, any, any, error) {
-	model := providerModels[kind]()
+	model := providerMeta[kind].response()
 	if id == "" {
 		if method != http.MethodPost {
 			return 0, nil, nil, &apiError{http.StatusMethodNotAllowed, obj{"detail": "Method not allowed."}}
@@ -140,7 +133,7 @@ func (s *Server) providerRoute(kind, id, method string, body []byte) (int, any, 
 
 func (s *Server) putProvider(kind string, old *provider, body []byte) (obj, error) {
 	meta := providerMeta[kind]
-	o, err := decode(body, meta.model)
+	o, err := decode(body, meta.request())
 	if err != nil {
 		return nil, err
 	}
@@ -290,14 +283,15 @@ func (s *Server) putOutpost(old obj, body []byte, partial bool) (obj, error) {
 		}
 	}
 	if provs, ok := o["providers"]; ok {
-		typ, _ := o["type"].(string) // initial_data's type: absent in a PATCH that does not send it
-		want := map[string]string{"proxy": "proxy", "ldap": "ldap", "radius": "radius"}[typ]
+		// initial_data's type (absent in a PATCH that does not send it)
+		// names the provider kind it takes: proxy, ldap or radius.
+		typ, _ := o["type"].(string)
 		for _, pk := range ints(provs) {
 			p := s.providers[pk]
 			if p == nil {
 				return nil, invalid("providers", "Invalid pk \"%d\" - object does not exist.", pk)
 			}
-			if typ != "" && p.kind != want {
+			if typ != "" && p.kind != typ {
 				return nil, invalid("providers", "Outpost type %s can't be used with %s providers.", typ, providerMeta[p.kind].verbose)
 			}
 		}

@@ -140,7 +140,8 @@ type validator struct {
 	byHost  map[string]*Service
 	names   []string // every defined service name, for suggestions
 	dbHosts []*Service
-	deps    []Dependency // a worker's scratch for a service's dependencies
+	deps    []Dependency      // a worker's scratch for a service's dependencies
+	runners map[string]string // the outposts' services, by kind (outpostRunners)
 }
 
 func (m *Manifest) validate() Diagnostics {
@@ -226,7 +227,6 @@ func (m *Manifest) Service(name string) *Service {
 	return m.byName[name]
 }
 
-// Path returns the manifest path of the service, e.g. services.vaultwarden.
 // ClientIDVariable is the Terraform variable a service may pass its
 // modules its OIDC client id in; see OIDCClientID.
 const ClientIDVariable = "oidc_client_id"
@@ -248,6 +248,7 @@ func (s *Service) OIDCClientID() string {
 	return s.Name
 }
 
+// Path returns the manifest path of the service, e.g. services.vaultwarden.
 func (s *Service) Path() Path {
 	if s.path == nil {
 		sec := "services"
@@ -317,19 +318,9 @@ func (v *validator) network() {
 
 // outpostRunners checks the services named to run the outposts.
 func (v *validator) outpostRunners() {
-	o := v.m.Network.Outposts
-	runners := map[string]string{}
-	if o.LDAP != nil {
-		runners["ldap"] = o.LDAP.Service
-	}
-	if o.RADIUS != nil {
-		runners["radius"] = o.RADIUS.Service
-	}
-	for _, kind := range slices.Sorted(maps.Keys(runners)) {
-		name := runners[kind]
-		if name == "" {
-			continue
-		}
+	v.runners = v.m.Network.Outposts.runners()
+	for _, kind := range slices.Sorted(maps.Keys(v.runners)) {
+		name := v.runners[kind]
 		p := Path{"network", "outposts", kind, "service"}
 		_, ok := v.byName[name]
 		switch {
@@ -343,6 +334,19 @@ func (v *validator) outpostRunners() {
 			v.diags.Addf(p, "the outpost needs the auth provider %q, which is not an enabled service", DefaultAuthProvider())
 		}
 	}
+}
+
+// runners returns the service named to run each outpost that names one,
+// by kind ("ldap", "radius").
+func (o Outposts) runners() map[string]string {
+	out := map[string]string{}
+	if o.LDAP != nil && o.LDAP.Service != "" {
+		out["ldap"] = o.LDAP.Service
+	}
+	if o.RADIUS != nil && o.RADIUS.Service != "" {
+		out["radius"] = o.RADIUS.Service
+	}
+	return out
 }
 
 // ipInNetwork checks an IPv4 address and that it lies in network_cidr.
@@ -1107,12 +1111,13 @@ func (v *validator) dependencies(s *Service) {
 	p := s.Path()
 	// A service that runs an outpost needs its token: it comes after
 	// tf:auth-core, like a service that uses the auth provider.
-	o := v.m.Network.Outposts
-	if o.LDAP != nil && o.LDAP.Service == s.Name && s.Name != DefaultAuthProvider() {
-		v.addDep(s, DefaultAuthProvider(), "auth provider", depSite{atLDAPOutpost, 0})
-	}
-	if o.RADIUS != nil && o.RADIUS.Service == s.Name && s.Name != DefaultAuthProvider() {
-		v.addDep(s, DefaultAuthProvider(), "auth provider", depSite{atRADIUSOutpost, 0})
+	for _, o := range [...]struct {
+		kind string
+		site uint8
+	}{{"ldap", atLDAPOutpost}, {"radius", atRADIUSOutpost}} {
+		if v.runners[o.kind] == s.Name && s.Name != DefaultAuthProvider() {
+			v.addDep(s, DefaultAuthProvider(), "auth provider", depSite{o.site, 0})
+		}
 	}
 	for i, d := range s.DependsOn {
 		switch t, ok := v.byName[d]; {

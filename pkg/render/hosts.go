@@ -259,8 +259,9 @@ type oidcClient struct {
 	provider *manifest.Service
 }
 
-// ClientID is the client id: the manifest's, or the service (and route)
-// name.
+// ClientID is the client id: the service's own client's is
+// Service.OIDCClientID; a route's is its auth.oidc.client_id, else
+// <service>-<route>.
 func (o oidcClient) ClientID() string {
 	if o.route == "" {
 		return o.svc.OIDCClientID()
@@ -268,10 +269,7 @@ func (o oidcClient) ClientID() string {
 	if id := o.auth.OIDC.ClientID; id != "" {
 		return id
 	}
-	if o.route != "" {
-		return o.svc.Name + "-" + o.route
-	}
-	return o.svc.Name
+	return o.svc.Name + "-" + o.route
 }
 
 // slug is the Authentik application slug, unique per client.

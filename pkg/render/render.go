@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 
+	tfconfig "github.com/hashicorp/terraform-config-inspect/tfconfig"
 	"github.com/nixmox/nixmox/pkg/graph"
 	"github.com/nixmox/nixmox/pkg/manifest"
 )
@@ -76,6 +77,9 @@ type renderer struct {
 	services []string // selected, in dependency order
 	byName   []string // the same, sorted by name
 	tree     Tree
+	// tfModules holds the user's Terraform modules read so far, by
+	// directory (loadModule).
+	tfModules map[string]*tfconfig.Module
 }
 
 // each calls fn for every selected service, in name order.

@@ -91,7 +91,7 @@ func (r *renderer) moduleSource(rootDir, mod string) (string, error) {
 		}
 		dir := filepath.Join(base, mod)
 		if tfconfig.IsModuleDir(dir) {
-			closure, err := localModules(base, dir)
+			closure, err := r.localModules(base, dir)
 			if err != nil {
 				return "", err
 			}
@@ -123,10 +123,28 @@ func (r *renderer) moduleSource(rootDir, mod string) (string, error) {
 	return rel, nil
 }
 
+// loadModule reads the Terraform module in dir with
+// terraform-config-inspect, once per render: copying a module, following
+// its local calls and re-exporting its outputs all read it.
+func (r *renderer) loadModule(dir string) (*tfconfig.Module, error) {
+	if m, ok := r.tfModules[dir]; ok {
+		return m, nil
+	}
+	m, diags := tfconfig.LoadModule(dir)
+	if diags.HasErrors() {
+		return nil, diags.Err()
+	}
+	if r.tfModules == nil {
+		r.tfModules = map[string]*tfconfig.Module{}
+	}
+	r.tfModules[dir] = m
+	return m, nil
+}
+
 // localModules returns the module in dir and the local modules it calls
 // (source "./..." or "../..."), transitively, as paths relative to base,
 // dir's first; nil when one of them lies outside base.
-func localModules(base, dir string) ([]string, error) {
+func (r *renderer) localModules(base, dir string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	var walk func(dir string) (bool, error)
@@ -140,9 +158,9 @@ func localModules(base, dir string) ([]string, error) {
 		}
 		seen[rel] = true
 		out = append(out, rel)
-		parsed, diags := tfconfig.LoadModule(dir)
-		if diags.HasErrors() {
-			return false, fmt.Errorf("Terraform module %s: %w", dir, diags.Err())
+		parsed, err := r.loadModule(dir)
+		if err != nil {
+			return false, fmt.Errorf("Terraform module %s: %w", dir, err)
 		}
 		for _, name := range slices.Sorted(maps.Keys(parsed.ModuleCalls)) {
 			src := parsed.ModuleCalls[name].Source
@@ -221,7 +239,8 @@ func (r *renderer) facts(s *manifest.Service) map[string]any {
 // userModules returns the module blocks calling a service's modules (in
 // apply_order, then listed order), each with the manifest's variables and
 // the nixmox facts, the modules copied into the root (see moduleSource).
-func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []string, ordered []string) (map[string]any, error) {
+// The blocks are named prefix+tfModuleName.
+func (r *renderer) userModules(rootDir, prefix string, s *manifest.Service, mods []string, ordered []string) (map[string]any, error) {
 	tf := s.Interface.Terraform
 	blocks := map[string]any{}
 	prev := ""
@@ -236,7 +255,7 @@ func (r *renderer) userModules(rootDir string, s *manifest.Service, mods []strin
 		}
 		b["source"] = src
 		b["nixmox"] = tfValue(r.facts(s))
-		name := tfModuleName(i, mod)
+		name := prefix + tfModuleName(i, mod)
 		if prev != "" {
 			b["depends_on"] = []string{"module." + prev}
 		}
@@ -264,12 +283,12 @@ func moduleOrder(mods, ordered []string) []string {
 // the root's outputs, every output those modules declare (sensitive ones
 // stay sensitive), which nixmox reads after apply and hands to the service.
 func (r *renderer) serviceRoot(root string, s *manifest.Service, mods, ordered []string) error {
-	blocks, err := r.userModules(root, s, mods, ordered)
+	blocks, err := r.userModules(root, "", s, mods, ordered)
 	if err != nil {
 		return err
 	}
 	doc := map[string]any{"module": blocks}
-	outputs, err := r.moduleOutputs(s, mods, ordered, "", "")
+	outputs, err := r.moduleOutputs(s, mods, ordered, "")
 	if err != nil {
 		return err
 	}
@@ -279,13 +298,12 @@ func (r *renderer) serviceRoot(root string, s *manifest.Service, mods, ordered [
 	return r.putJSON(root+"/main.tf.json", doc)
 }
 
-// moduleOutputs re-exports the outputs of the modules called by blocks, read
-// from the modules' sources with terraform-config-inspect, each under
-// prefix+its name, the module blocks named blockPrefix+tfModuleName. A
-// module that is not on disk (the manifest may be rendered away from its
-// modules) contributes none; two modules with an output of the same name
-// are an error, since the service would see only one.
-func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string, prefix, blockPrefix string) (map[string]any, error) {
+// moduleOutputs re-exports the outputs of the modules userModules called
+// (blocks named prefix+tfModuleName), read from the modules' sources, by
+// output name. A module that is not on disk (the manifest may be rendered
+// away from its modules) contributes none; two modules with an output of
+// the same name are an error, since the service would see only one.
+func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string, prefix string) (map[string]any, error) {
 	if r.opts.ManifestDir == "" {
 		return nil, nil
 	}
@@ -299,11 +317,11 @@ func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string, pr
 		if !tfconfig.IsModuleDir(dir) {
 			continue
 		}
-		parsed, diags := tfconfig.LoadModule(dir)
-		if diags.HasErrors() {
-			return nil, fmt.Errorf("%s.interface.terraform: module %s: %w", s.Path(), mod, diags.Err())
+		parsed, err := r.loadModule(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s.interface.terraform: module %s: %w", s.Path(), mod, err)
 		}
-		block := blockPrefix + tfModuleName(i, mod)
+		block := prefix + tfModuleName(i, mod)
 		for _, name := range slices.Sorted(maps.Keys(parsed.Outputs)) {
 			out := parsed.Outputs[name]
 			if other, dup := from[out.Name]; dup {
@@ -314,7 +332,7 @@ func (r *renderer) moduleOutputs(s *manifest.Service, mods, ordered []string, pr
 			if out.Sensitive {
 				o["sensitive"] = true
 			}
-			outputs[prefix+out.Name] = o
+			outputs[out.Name] = o
 		}
 	}
 	return outputs, nil
@@ -354,40 +372,28 @@ func (sr *sharedRoot) output(name, ref string, sensitive bool, to ...OutputRoute
 	}
 }
 
-// reexport adds a service's module outputs under <service>_<name>, routed
-// to the service under their own name when route is set.
-func (sr *sharedRoot) reexport(outs map[string]any, s *manifest.Service, route bool) {
-	prefix := ident(s.Name) + "_"
-	for name, o := range outs {
-		sr.outputs[name] = o
-		if route {
-			sr.routes[name] = append(sr.routes[name], OutputRoute{Service: s.Name, As: strings.TrimPrefix(name, prefix)})
-		}
-	}
-}
-
 // sharedModules adds a service's module calls to a shared root's module
 // blocks, named <service>_<block>, and re-exports their outputs as
-// <service>_<output>, routed back to the service when route is set.
+// <service>_<output>, routed back to the service under the output's own
+// name when route is set.
 func (r *renderer) sharedModules(root string, s *manifest.Service, modules map[string]any, sr *sharedRoot, route bool) error {
 	tf := s.Interface.Terraform
 	prefix := ident(s.Name) + "_"
-	blocks, err := r.userModules(root, s, tf.Modules, tf.ApplyOrder)
+	blocks, err := r.userModules(root, prefix, s, tf.Modules, tf.ApplyOrder)
 	if err != nil {
 		return err
 	}
-	for k, v := range blocks {
-		b := v.(map[string]any)
-		if dep, ok := b["depends_on"].([]string); ok {
-			b["depends_on"] = []string{strings.Replace(dep[0], "module.", "module."+prefix, 1)}
+	maps.Copy(modules, blocks)
+	outs, err := r.moduleOutputs(s, tf.Modules, tf.ApplyOrder, prefix)
+	if err != nil {
+		return err
+	}
+	for name, o := range outs {
+		sr.outputs[prefix+name] = o
+		if route {
+			sr.routes[prefix+name] = append(sr.routes[prefix+name], OutputRoute{Service: s.Name, As: name})
 		}
-		modules[prefix+k] = b
 	}
-	outs, err := r.moduleOutputs(s, tf.Modules, tf.ApplyOrder, prefix, prefix)
-	if err != nil {
-		return err
-	}
-	sr.reexport(outs, s, route)
 	return nil
 }
 

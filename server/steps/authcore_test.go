@@ -1,9 +1,11 @@
 package steps
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,7 +82,7 @@ func TestAuthCoreStepAgainstFakeAuthentik(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(got) != len(secrets) {
-			t.Errorf("%s gets secrets %v, want %v", svc, keys(got), keys(secrets))
+			t.Errorf("%s gets secrets %v, want %v", svc, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(secrets)))
 		}
 		for name, value := range secrets {
 			if value == "" || string(got[name]) != value {
@@ -105,12 +107,4 @@ func TestAuthCoreStepAgainstFakeAuthentik(t *testing.T) {
 			t.Errorf("a secret's value is in the step log")
 		}
 	}
-}
-
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

@@ -207,7 +207,9 @@ func TestSharedRootOutputsReachTheirService(t *testing.T) {
 	if !strings.Contains(args, `"ldap_bind_dn":"cn=bind,ou=users,dc=lab"`) || strings.Contains(args, "tok-value-9f3") {
 		t.Errorf("the closure's argument %s: want the bind DN as an output and no secret's value", args)
 	}
-	j.Tree["terraform/auth-core/"+render.OutputRoutesFile] = []byte(`{"ldap_outpost_token": [{"service": "other", "as": "t"}]}`)
+	// Another rollout, whose tree routes the token elsewhere.
+	j = buildJob(t)
+	j.Tree = render.Tree{"terraform/auth-core/" + render.OutputRoutesFile: []byte(`{"ldap_outpost_token": [{"service": "other", "as": "t"}]}`)}
 	if _, secrets, err := b.closureArgs(j, j.M.Service("web")); err != nil || len(secrets) != 0 {
 		t.Errorf("a token routed to another service reached web: %q, %v", secrets, err)
 	}

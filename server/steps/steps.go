@@ -73,9 +73,10 @@ type Job struct {
 	// LogDir, if set, holds each step's tool output (STEP.log, owner-only).
 	LogDir string
 
-	mu    sync.Mutex
-	batch sync.Once
-	evals map[string]evaluated // the systems' evaluations, by job
+	mu     sync.Mutex
+	batch  sync.Once
+	evals  map[string]evaluated                       // the systems' evaluations, by job
+	routes map[string]map[string][]render.OutputRoute // shared roots' output routes, by root
 }
 
 // StepLog opens the file a step's tool output goes to; done closes it.
@@ -164,22 +165,30 @@ func tfRoot(s plan.Step) string {
 	return ""
 }
 
-// rootFiles is a root's files from the rendered tree, by path relative to
-// the root, without those of roots nested in it.
 // outputRoutes reads which of a shared root's outputs go to which service
-// (render.OutputRoutesFile in the rendered tree); none without a tree.
+// (render.OutputRoutesFile in the rendered tree; none without a tree),
+// once per job: every service's fingerprint and build asks.
 func (j *Job) outputRoutes(root string) (map[string][]render.OutputRoute, error) {
-	data, ok := j.Tree[root+"/"+render.OutputRoutesFile]
-	if !ok {
-		return nil, nil
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if routes, ok := j.routes[root]; ok {
+		return routes, nil
 	}
 	var routes map[string][]render.OutputRoute
-	if err := json.Unmarshal(data, &routes); err != nil {
-		return nil, fmt.Errorf("%s/%s: %w", root, render.OutputRoutesFile, err)
+	if data, ok := j.Tree[root+"/"+render.OutputRoutesFile]; ok {
+		if err := json.Unmarshal(data, &routes); err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", root, render.OutputRoutesFile, err)
+		}
 	}
+	if j.routes == nil {
+		j.routes = map[string]map[string][]render.OutputRoute{}
+	}
+	j.routes[root] = routes
 	return routes, nil
 }
 
+// rootFiles is a root's files from the rendered tree, by path relative to
+// the root, without those of roots nested in it.
 func (j *Job) rootFiles(root string) map[string][]byte {
 	files := map[string][]byte{}
 	for p, data := range j.Tree {

@@ -28,6 +28,8 @@ import (
 
 	"github.com/hashicorp/terraform-config-inspect/tfconfig"
 	"github.com/hashicorp/terraform-exec/tfexec"
+
+	"github.com/nixmox/nixmox/internal/atomicfile"
 )
 
 // Runner runs root modules.
@@ -221,16 +223,7 @@ func writeVarFile(dir string) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dir, ".terraform", "nixmox-env.tfvars.json")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return "", err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return "", err
-	}
-	return path, f.Close()
+	return path, atomicfile.Write(path, data, 0o600)
 }
 
 // ownerOnly makes the Terraform state and plan files under dir 0600.
