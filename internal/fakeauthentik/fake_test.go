@@ -115,6 +115,13 @@ func TestFakeFillsInWhatAuthentikFillsIn(t *testing.T) {
 	if sec, _ := p["client_secret"].(string); len(sec) < 64 {
 		t.Errorf("client secret %q: want one generated", sec)
 	}
+	// An update sets what it sends and keeps what it leaves out.
+	code, out := call(t, s, "PUT", "/providers/oauth2/"+jsonNum(p["pk"])+"/", `{"name": "x", "authorization_flow": "`+flow+`", "invalidation_flow": "`+inval+`", "redirect_uris": [], "client_id": "renamed"}`)
+	var updated map[string]any
+	if err := json.Unmarshal([]byte(out), &updated); code != http.StatusOK || err != nil ||
+		updated["client_id"] != "renamed" || updated["client_secret"] != p["client_secret"] || updated["pk"] != p["pk"] {
+		t.Errorf("PUT: %d %s: want the new client id, the same secret and pk", code, out)
+	}
 	o := mustCreate(t, s, "/outposts/instances/", `{"name": "l", "type": "ldap", "providers": [`+jsonNum(mustCreate(t, s, "/providers/ldap/", `{"name": "d", "authorization_flow": "`+flow+`", "invalidation_flow": "`+inval+`"}`)["pk"])+`], "config": {}}`)
 	account := s.Object("user", "ak-outpost-"+strings.ReplaceAll(o["pk"].(string), "-", ""))
 	if account == nil || account["type"] != "internal_service_account" {

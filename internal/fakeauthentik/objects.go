@@ -2,6 +2,7 @@ package fakeauthentik
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -45,13 +46,6 @@ func defaults(o obj, d obj) {
 		if _, ok := o[k]; !ok {
 			o[k] = v
 		}
-	}
-}
-
-// carry copies the server-made fields of an existing object into an update.
-func carry(o, old obj, keys ...string) {
-	for _, k := range keys {
-		o[k] = old[k]
 	}
 }
 
@@ -182,20 +176,9 @@ func (s *Server) putProvider(kind string, old *provider, body []byte) (obj, erro
 		o["redirect_uris"] = uris
 	}
 	if old != nil {
-		carry(o, old.o, "pk", "client_id", "client_secret")
-		for k, v := range o {
-			if v == nil && (k == "client_id" || k == "client_secret") {
-				delete(o, k)
-			}
-		}
-		// An update keeps what it does not send (a ModelSerializer's
-		// update sets only the validated fields).
-		for k, v := range old.o {
-			if _, ok := o[k]; !ok {
-				o[k] = v
-			}
-		}
-		old.o = o
+		// An update sets what it sends and keeps the rest (a
+		// ModelSerializer's update sets only the validated fields).
+		maps.Copy(old.o, o)
 		return s.providerView(old), nil
 	}
 	defaults(o, meta.defaults())
@@ -476,7 +459,7 @@ func (s *Server) putToken(old obj, body []byte) (obj, error) {
 		return nil, invalid("intent", "Invalid intent %v", o["intent"])
 	}
 	if old != nil {
-		carry(o, old, "pk", "managed")
+		o["pk"], o["managed"] = old["pk"], old["managed"]
 		delete(s.tokens, old["identifier"].(string))
 		s.tokenKeys[id] = s.tokenKeys[old["identifier"].(string)]
 	} else {
