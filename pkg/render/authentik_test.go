@@ -2,10 +2,12 @@ package render_test
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-version"
+	"github.com/nixmox/nixmox/internal/fixtures"
 )
 
 // TestAuthentikNamesAndSlugsAreUnique (issue #16, finding 1): Authentik
@@ -169,5 +171,30 @@ func TestNoEmptyTopLevelBlocks(t *testing.T) {
 	}
 	if roots == 0 {
 		t.Fatal("no *.tf.json rendered")
+	}
+}
+
+// TestSigningKeyOnlyWithOIDCClients: auth-core looks up the signing key
+// pair only when it has an OIDC provider to sign for — a homelab with only
+// forward_auth routes need not have the key pair the lookup names.
+func TestSigningKeyOnlyWithOIDCClients(t *testing.T) {
+	fixtures.NeedNix(t)
+	src := t.TempDir()
+	writeFiles(t, src, map[string]string{"m.nix": `{
+  network = { dns_server = "10.0.0.2"; gateway = "10.0.0.1"; network_cidr = "10.0.0.0/24"; };
+  core_services.caddy = { ip = "10.0.0.3"; hostname = "caddy.lab"; };
+  core_services.authentik = { ip = "10.0.0.4"; hostname = "authentik.lab"; };
+  services.app = {
+    ip = "10.0.0.10"; hostname = "app.lab";
+    interface.proxy = { domain = "app.lab"; upstream = "localhost:80"; authz = true; };
+  };
+}`})
+	tree := renderManifest(t, filepath.Join(src, "m.nix"), filepath.Join(t.TempDir(), "out"))
+	root := string(tree["terraform/auth-core/main.tf.json"])
+	if !strings.Contains(root, "authentik_outpost_provider_attachment") {
+		t.Fatalf("no forward_auth attachment rendered:\n%s", root)
+	}
+	if strings.Contains(root, "authentik_certificate_key_pair") || strings.Contains(root, "authentik_signing_key") {
+		t.Errorf("auth-core without OIDC clients looks up a signing key:\n%s", root)
 	}
 }

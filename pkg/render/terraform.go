@@ -507,9 +507,11 @@ func (r *renderer) authCore(providers []*manifest.Service) error {
 		"variable": vars,
 	}
 	data := map[string]any{}
+	oidc := false
 	var proxies []string // module names of the proxy applications
 	_ = r.each(func(s *manifest.Service) error {
 		for _, o := range r.oidcClients(s) {
+			oidc = true
 			oi := o.auth.OIDC
 			name := "oidc_" + ident(o.slug())
 			launch := ""
@@ -552,7 +554,7 @@ func (r *renderer) authCore(providers []*manifest.Service) error {
 		}
 		return nil
 	})
-	if len(modules) > 0 {
+	if oidc {
 		vars["authentik_signing_key"] = map[string]any{"type": "string", "default": authentikSelfSigned,
 			"description": "Name of the certificate key pair that signs the OIDC providers' ID tokens."}
 		data["authentik_certificate_key_pair"] = map[string]any{"signing": map[string]any{
